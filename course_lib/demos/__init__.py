@@ -1,0 +1,1 @@
+"""Widgets and plots for live demos (one module per lesson)."""

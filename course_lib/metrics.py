@@ -64,6 +64,8 @@ def dcg_at_k(ranked: Sequence, relevant: Iterable, k: int) -> float:
 
 def ndcg_at_k(ranked: Sequence, relevant: Iterable, k: int) -> float:
     """Binary-relevance NDCG@k of one ranked list; 0.0 when nothing is relevant."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
     rel = set(relevant)
     ideal = sum(1.0 / math.log2(p + 2) for p in range(min(len(rel), k)))
     return dcg_at_k(ranked, rel, k) / ideal if ideal > 0 else 0.0

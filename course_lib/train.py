@@ -1,0 +1,229 @@
+r"""One trainer for every neural sequential model (GRU4Rec, SASRec, BERT4Rec).
+
+A model only has to provide ``loss(batch)`` (a scalar for a ``(B, max_len + 1)``
+batch of left-padded item IDs) and ``score(users, histories)``; this module does
+the rest, the same way on a CPU and on a GPU:
+
+* the device is chosen **once** (:func:`course_lib.get_device`: cuda, then mps,
+  then cpu) and the model moved there;
+* everything is seeded (``seed_everything`` for initialisation and dropout, a
+  separate ``torch.Generator`` for the shuffling), so a run is reproducible;
+* AdamW, gradient clipping, bf16 autocast on CUDA (``amp=True``);
+* every ``eval_every`` epochs the model is scored on the validation items with the
+  course's evaluator (full ranking, seen items excluded) and **early stopping**
+  keeps the state with the best validation NDCG@10: after ``patience``
+  evaluations without improvement training stops, and the best weights are put
+  back into the model;
+* a progress bar shows the loss and NDCG@10, and the returned :class:`History`
+  holds one row per epoch for the training-curve plots.
+
+Training data: each user's *training* history (what comes before the validation
+item), keeping its last ``max_len + 1`` items, left-padded with 0. Causal models
+read ``batch[:, :-1]`` and predict ``batch[:, 1:]``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, fields, replace
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .env import get_device, seed_everything
+from .metrics import evaluate
+from .prep import pad_sequences
+
+METRIC = "NDCG@10"
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 10            # early stopping on validation NDCG@10 (evaluations without improvement)
+    eval_every: int = 1
+    device: str = "auto"          # course_lib.get_device
+    amp: bool = True              # bf16 autocast on CUDA only; ignored on CPU
+    seed: int = 42
+    progress: bool = True         # tqdm.auto bar over epochs, with loss / NDCG in the postfix
+    max_batches: int | None = None  # cap batches per epoch (SMOKE mode)
+    grad_clip: float | None = 1.0
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.eval_every < 1:
+            raise ValueError(f"eval_every must be >= 1, got {self.eval_every}")
+        if self.patience < 1:
+            raise ValueError(f"patience must be >= 1 (evaluations without improvement), got {self.patience}")
+        if self.max_batches is not None and self.max_batches < 1:
+            raise ValueError(f"max_batches must be None or >= 1, got {self.max_batches}")
+
+
+@dataclass
+class History:
+    """What happened during training: one row per epoch, and the best epoch."""
+    rows: list[dict] = field(default_factory=list)  # epoch, loss, seconds, valid_NDCG@10, valid_HR@10
+    best_epoch: int = 0
+    best_score: float = float("-inf")
+    seconds: float = 0.0  # total training time (training and validation)
+    device: str = "cpu"
+
+    def frame(self) -> pd.DataFrame:
+        """The rows as a DataFrame indexed by epoch (valid_* is NaN where no evaluation ran)."""
+        cols = ["epoch", "loss", "seconds", f"valid_{METRIC}", "valid_HR@10"]
+        df = pd.DataFrame(self.rows, columns=cols)
+        return df.set_index("epoch")
+
+    @property
+    def epochs(self) -> int:
+        return len(self.rows)
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        return float(np.mean([r["seconds"] for r in self.rows])) if self.rows else float("nan")
+
+    def plot(self, axes=None, title: str = ""):
+        """Two panels: training loss and validation NDCG@10 per epoch (best epoch marked)."""
+        import matplotlib.pyplot as plt
+
+        df = self.frame()
+        if axes is None:
+            fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+        axes[0].plot(df.index, df["loss"], marker="o", ms=3)
+        axes[0].set(title=f"{title} training loss".strip(), xlabel="epoch", ylabel="loss")
+        v = df[f"valid_{METRIC}"].dropna()
+        axes[1].plot(v.index, v.values, marker="o", ms=3, color="tab:orange")
+        if self.best_epoch:
+            axes[1].axvline(self.best_epoch, color="grey", ls="--", lw=1, label=f"best epoch {self.best_epoch}")
+            axes[1].legend(loc="lower right")
+        axes[1].set(title=f"{title} validation {METRIC}".strip(), xlabel="epoch", ylabel=METRIC)
+        axes[0].figure.tight_layout()
+        return axes
+
+    def __repr__(self) -> str:
+        return (f"History({self.epochs} epochs on {self.device}, best epoch {self.best_epoch} "
+                f"with valid {METRIC} {self.best_score:.4f}, {self.seconds:.1f} s)")
+
+
+def training_sequences(split, max_len: int) -> torch.LongTensor:
+    """Left-padded training histories, ``(n_rows, max_len + 1)`` int64 on the CPU.
+
+    One row per user whose training history (``split.history("valid")``: what comes
+    before the validation item, so no validation or test item leaks in) has at least
+    two items (one input, one target); each row keeps the user's **last**
+    ``max_len + 1`` training items, in time order, padded with 0 on the left.
+    """
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1, got {max_len}")
+    hist = split.history("valid")[1:]  # index 0 is the padding user
+    seqs = [h for h in hist if len(h) >= 2]
+    if not seqs:
+        raise ValueError("no user has two or more training items: nothing to learn from. "
+                         "Use a split with longer histories (leave_one_out(df, min_interactions=4)).")
+    return torch.from_numpy(pad_sequences(seqs, max_len + 1, side="left"))
+
+
+def _model_max_len(model) -> int:
+    cfg = getattr(model, "config", None)
+    if cfg is None or not hasattr(cfg, "max_len"):
+        raise TypeError(f"{type(model).__name__} needs a .config with max_len (see course_lib/train.py)")
+    return int(cfg.max_len)
+
+
+def train(model, split, config: TrainConfig | None = None, **overrides) -> History:
+    """Train ``model`` on ``split.train`` with early stopping on validation NDCG@10.
+
+    ``overrides`` replace fields of ``config`` (``train(model, split, epochs=5, lr=3e-3)``).
+    The model ends with the weights of its best validation epoch. Returns the History.
+    """
+    if not hasattr(model, "loss") or not hasattr(model, "score"):
+        raise TypeError(f"{type(model).__name__} must implement loss(batch) and score(users, histories)")
+    cfg = config or TrainConfig()
+    if overrides:
+        known = {f.name for f in fields(TrainConfig)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise TypeError(f"unknown training option(s) {unknown}; TrainConfig has {sorted(known)}")
+        cfg = replace(cfg, **overrides)
+
+    device = get_device(cfg.device)
+    seed_everything(cfg.seed)
+    model.to(device)
+    data = training_sequences(split, _model_max_len(model))
+    if device.type == "cuda":
+        data = data.pin_memory()
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    use_amp = bool(cfg.amp) and device.type == "cuda"
+
+    n = len(data)
+    n_batches = math.ceil(n / cfg.batch_size)
+    if cfg.max_batches is not None:
+        n_batches = min(n_batches, cfg.max_batches)
+
+    history = History(device=str(device))
+    best_state = None
+    bad_evals = 0
+    t_start = time.perf_counter()
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(range(1, cfg.epochs + 1), desc=f"{type(model).__name__} on {device.type}", unit="epoch",
+               disable=not cfg.progress)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        model.train()
+        perm = torch.randperm(n, generator=gen)
+        total = torch.zeros((), device=device)
+        for b in range(n_batches):
+            idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            batch = data[idx].to(device, non_blocking=True)
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
+                loss = model.loss(batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, batch {b}: "
+                                         "lower the learning rate or check the model's loss")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            total += loss.detach().float()
+        row = {"epoch": epoch, "loss": float(total) / n_batches}
+
+        stop = False
+        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+            m = evaluate(model, split, stage="valid", ks=(10,))
+            row[f"valid_{METRIC}"], row["valid_HR@10"] = float(m[METRIC]), float(m["HR@10"])
+            if row[f"valid_{METRIC}"] > history.best_score:
+                history.best_score, history.best_epoch = row[f"valid_{METRIC}"], epoch
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                bad_evals = 0
+            else:
+                bad_evals += 1
+                stop = bad_evals >= cfg.patience
+        else:
+            row[f"valid_{METRIC}"], row["valid_HR@10"] = float("nan"), float("nan")
+        row["seconds"] = time.perf_counter() - t0
+        history.rows.append(row)
+        bar.set_postfix(loss=f"{row['loss']:.4f}", ndcg=f"{row[f'valid_{METRIC}']:.4f}",
+                        best=f"{history.best_score:.4f}")
+        if stop:
+            break
+    bar.close()
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    history.seconds = time.perf_counter() - t_start
+    return history
+
+
+__all__ = ["TrainConfig", "History", "training_sequences", "train"]

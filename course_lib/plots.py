@@ -271,9 +271,10 @@ def loo_timeline(split, user: int, ax=None, last: int | None = 15, labels: Mappi
                     ha="right", va="top", fontsize=7)
     ax.axhline(0, color="grey", lw=0.8, zorder=0)
     ax.set_yticks([])
-    ax.set_ylim(-1, 0.6)
+    ax.set_ylim(-0.8, 0.5)
     ax.set_xlim(-0.8, len(events) - 0.2)
     ax.set_xticks(pos, [""] * len(pos))
+    ax.tick_params(axis="x", length=0)
     ax.set_xlabel("time →")
     ax.set_title(f"Leave-one-out for user {user}: last {len(events)} interactions")
     for side in ("left", "right", "top"):

@@ -37,7 +37,8 @@ class RunResult:
 
 def notebook_env(fast: bool | None = None) -> dict:
     env = dict(os.environ)
-    env["MPLBACKEND"] = "Agg"
+    # Headless, and figures still land in the executed notebook as PNGs.
+    env["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     env.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
     env["TQDM_MININTERVAL"] = env.get("TQDM_MININTERVAL", "5")
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")

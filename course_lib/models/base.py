@@ -27,7 +27,7 @@ def recommend_topk(scores, histories: Sequence[np.ndarray], k: int = 10, exclude
     if exclude_seen:
         for r, h in enumerate(histories):
             if len(h):
-                s[r, torch.as_tensor(np.asarray(h, dtype=np.int64))] = -torch.inf
+                s[r, torch.from_numpy(np.array(h, dtype=np.int64))] = -torch.inf  # a copy: histories may be read-only
     k = min(k, s.shape[1] - 1)
     return torch.topk(s, k, dim=1).indices.numpy()
 

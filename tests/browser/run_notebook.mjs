@@ -141,6 +141,7 @@ async function main() {
     || (o.mime === 'application/vnd.jupyter.stderr' && /Traceback|\w+(Error|Exception)\b/.test(o.text));
   result.errors = outs.filter(isErr).map((o) => o.text);
   result.stderr = outs.filter((o) => o.mime === 'application/vnd.jupyter.stderr' && !isErr(o)).map((o) => o.text);
+  result.images = outs.filter((o) => o.mime.startsWith('image/')).length;
   const body = outs.map((o) => o.text).join('\n');
   for (const e of opt.expect) {
     const loc = page.locator('.jp-NotebookPanel .jp-OutputArea-output', { hasText: e }).first();

@@ -127,6 +127,7 @@ def lab(tmp_path_factory):
     port, token = _free_port(), secrets.token_hex(16)
     data_dir = os.environ.get("COURSE_DATA_DIR") or str(base / "data")
     env = dict(os.environ)
+    env.pop("MPLBACKEND", None)  # the Makefile sets Agg; a student's kernel uses the inline backend
     env.update(
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
         JUPYTER_CONFIG_DIR=str(base / "config"),
@@ -152,7 +153,7 @@ def lab(tmp_path_factory):
         "--MappingKernelManager.cull_idle_timeout=900",
     ]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    log_path = ARTIFACTS / "jupyterlab-server.log"
+    log_path = ARTIFACTS / f"jupyterlab-server-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}.log"
     log = open(log_path, "w")
     proc = subprocess.Popen(cmd, cwd=serve, env=env, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
@@ -226,6 +227,7 @@ def test_welcome_notebook_runs_in_jupyterlab(lab):
     where = f"\nscreenshots: {res['screenshots']}"
     assert not res["errors"], f"error output in the notebook: {res['errors']}{where}"
     assert not res["stderr"], f"stderr output (warnings?) in the notebook: {res['stderr']}{where}"
+    assert res["images"] >= 1, f"no figure rendered (matplotlib inline backend?){where}"
     for text, seen in res["expect"].items():
         assert seen["found"] and seen["visible"], f"expected output {text!r} not visible: {seen}{where}"
 

@@ -256,3 +256,17 @@ def test_int_slider_round_trip(lab):
     assert after > 3, f"the slider did not move with the keyboard: {slider}"
     assert slider["after"]["reply"] == f"square of {after} = {after * after}", (
         f"the kernel's reply does not follow the slider: {slider} (widgets front end and kernel disagree?)")
+
+
+def test_settings_overrides_apply(lab):
+    """The news pop-up is off and every cell is rendered: the overrides reached JupyterLab."""
+    for plugin, want in OVERRIDES.items():
+        req = urllib.request.Request(f"{lab['url']}/lab/api/settings/{plugin}",
+                                     headers={"Authorization": f"token {lab['token']}"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            reply = json.loads(r.read())
+        # Overrides replace the schema's defaults; the user settings stay empty.
+        props = reply["schema"]["properties"]
+        for key, value in want.items():
+            got = reply["settings"].get(key, props.get(key, {}).get("default"))
+            assert got == value, f"{plugin}: {key} = {got!r}, override {value!r}"

@@ -89,9 +89,15 @@ class Assignment:
         return float(sum(t.points for t in self.tests))
 
     def hidden_lines(self) -> list[str]:
+        """Every line of hidden test code, and every string constant in it (8+ characters):
+        what must never reach a student."""
         lines = []
         for t in self.tests:
             lines += [ln.strip() for ln in t.hidden.splitlines() if len(ln.strip()) >= 8]
+            tree = _parse(t.hidden)
+            if tree:
+                lines += [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)
+                          and isinstance(n.value, str) and len(n.value.strip()) >= 8]
         return lines
 
 
@@ -323,7 +329,7 @@ def rebuild(student: dict, a: Assignment) -> tuple[dict, list[str]]:
                 out.append(_code(guard.CHECK.format(where=c.grade_id), "check", c.grade_id))
                 out.append(_code(c.source, "visible", c.grade_id))
                 if c.hidden.strip():
-                    out.append(_code(guard.HIDDEN_SENTINEL + "\n" + c.hidden, "hidden", c.grade_id))
+                    out.append(_code(guard.hidden_cell(c.hidden), "hidden", c.grade_id))
                     out.append(_code(guard.SCRUB, "scrub", c.grade_id))
     for i, cell in enumerate(out):
         cell["id"] = f"g{i:04d}"

@@ -190,14 +190,20 @@ def grade_submission(a: asg.Assignment, folder: Path | None, student: str, out_d
             os.chmod(tmp, 0o700)
             stage = Path(tmp) / "work"
             stage_files(a, folder if folder is not None and folder.is_dir() else None, stage, nb_path)
-            run = execute(nb, stage, slot, limits)
+            run = execute(nb, stage, slot, limits, hide_extra=[str(a.source_path.parent.parent)])
         tests, tflags = score(a, nb, run)
+        cell_errors = []
+        for i, cell in enumerate(nb["cells"]):
+            g = cell.get("metadata", {}).get("grader", {})
+            r = run.cells.get(i)
+            if g.get("role") in ("plain", "locked", "answer", "stub", "student") and r is not None and r.status != "ok":
+                cell_errors.append(f"{g.get('role')} cell {i}: {r.ename}: {r.evalue[:200]}")
         flags = sorted(set(flags)) + tflags
         status = "graded" if not run.problem else "incomplete"
         result = {"student": student, "assignment": a.name, "status": status,
                   "score": float(sum(t["score"] for t in tests.values())), "max_score": a.max_score,
                   "tests": tests, "flags": flags, "notes": notes, "problem": run.problem,
-                  "seconds": round(time.monotonic() - t0, 2), "sandbox": run.sandbox}
+                  "seconds": round(time.monotonic() - t0, 2), "sandbox": run.sandbox, "cell_errors": cell_errors}
         return _finish(a, result, run.nb, out_dir, feedback_dir)
     except Exception as exc:  # the batch never stops for one submission
         result = _ungradable(a, student, f"internal grader error: {type(exc).__name__}: {exc}", notes,

@@ -73,6 +73,12 @@ def __grader_snapshot():
                         pass
                     fixed.append(f"{n}.{k}")
         for c, saved in klass.items():
+            for k in [k for k in vars(c) if k not in saved and not k.startswith("_abc")]:
+                try:
+                    type.__delattr__(c, k)
+                except Exception:
+                    pass
+                fixed.append(f"{c.__module__}.{c.__qualname__}.{k} (added)")
             for k, v in saved.items():
                 if k in ("__dict__", "__weakref__", "__doc__", "__annotations__", "__abstractmethods__"):
                     continue
@@ -124,6 +130,13 @@ del __grader_snapshot
 CHECK = "__grader_check({where!r})"
 
 HIDDEN_SENTINEL = "# [grader: hidden tests]"
+
+
+def hidden_cell(hidden: str) -> str:
+    """Hidden tests run in a copy of the notebook's namespace: they see everything the student
+    defined, but their own variables (inputs, expected values) never land in the notebook."""
+    return (f"{HIDDEN_SENTINEL}\n"
+            f"exec(compile({hidden!r}, '<hidden tests>', 'exec'), dict(globals()))")
 
 SCRUB = r'''
 def __grader_scrub():

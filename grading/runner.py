@@ -155,7 +155,15 @@ class GraderClient(NotebookClient):
         # never raise: every cell of the notebook is run (allow_errors semantics)
 
     async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
-        role = cell.get("metadata", {}).get("grader", {}).get("role")
+        g = cell.get("metadata", {}).get("grader", {})
+        role = g.get("role")
+        if role == "hidden":
+            # hidden tests only run after the visible test passed (otherwise the score is 0 anyway)
+            vis = [i for i, c in enumerate(self.nb.cells[:cell_index])
+                   if c.get("metadata", {}).get("grader", {}) == {"role": "visible", "grade_id": g.get("grade_id")}]
+            if not vis or self.replies.get(vis[-1], CellRun()).status != "ok":
+                self.replies[cell_index] = CellRun(status="skipped")
+                return cell
         if role in ("guard", "check", "hidden", "scrub"):
             store_history = False  # the grader's own cells leave no trace in In/Out
         return await super().async_execute_cell(cell, cell_index, execution_count, store_history)

@@ -132,6 +132,22 @@ def main(argv: list[str]) -> None:
         _chown_tree(workdir, uid)
         _chown_tree(spec["comm"], uid)
     os.chdir(workdir)
+    if spec.get("namespaces") and os.getpid() == 1:
+        # Stay as the namespace's init (root, out of the kernel's reach): reap orphans, and
+        # exit when the kernel exits, which kills whatever it left behind. The kernel is an
+        # ordinary process, so it can kill itself like anywhere else.
+        import signal
+        child = os.fork()
+        if child:
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_IGN)
+            while True:
+                try:
+                    pid, status = os.wait()
+                except ChildProcessError:
+                    os._exit(0)
+                if pid == child:
+                    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
     _set_limits(spec["limits"])
     if os.geteuid() == 0 and uid is not None:
         _drop_privileges(uid)

@@ -1,0 +1,213 @@
+"""A corpus of bad (and good) submissions of 00_welcome, each with its expected outcome.
+
+Each case builds a student folder from the reference solution or the release; the
+expected outcome is (status, score) plus optional checks on notes/flags/reason.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+NAME = "00_welcome"
+ANSWER, TEST = "describe", "test_describe"
+
+
+def _load(kind: str) -> dict:
+    base = ROOT / ("solutions" if kind == "solution" else "notebooks") / NAME / f"{NAME}.ipynb"
+    return json.loads(base.read_text(encoding="utf-8"))
+
+
+def _gid(cell) -> str:
+    return (cell.get("metadata", {}).get("nbgrader") or {}).get("grade_id", "")
+
+
+def _index(nb, gid) -> int:
+    return next(i for i, c in enumerate(nb["cells"]) if _gid(c) == gid)
+
+
+GOOD = '''
+def describe(df):
+    return {"interactions": int(len(df)), "users": int(df["user"].nunique()),
+            "items": int(df["item"].nunique()), "mean_rating": float(df["rating"].mean())}
+'''
+
+WRONG_MEAN = GOOD.replace('float(df["rating"].mean())', 'float(df["rating"].median())')
+
+
+def with_answer(src: str, base: str = "release") -> dict:
+    nb = _load(base)
+    nb["cells"][_index(nb, ANSWER)]["source"] = src.strip("\n")
+    return nb
+
+
+def add_cell(nb: dict, src: str, after_gid: str | None = None) -> dict:
+    cell = {"cell_type": "code", "execution_count": None, "id": f"added-{len(nb['cells'])}", "metadata": {},
+            "outputs": [], "source": src.strip("\n")}
+    pos = _index(nb, after_gid) + 1 if after_gid else len(nb["cells"])
+    nb["cells"].insert(pos, cell)
+    return nb
+
+
+@dataclass
+class Case:
+    name: str
+    files: dict                      # relative path -> bytes | dict (notebook)
+    status: str                      # graded | incomplete | ungradable
+    score: float | None
+    flag: str = ""                   # a substring expected in the flags
+    note: str = ""                   # a substring expected in the notes
+    reason: str = ""                 # a substring expected in the problem / test reason
+    what: str = ""                   # the bad behaviour, for the table
+
+
+class Evil:
+    """A pickle that runs code when loaded: it tries to read the gradebook and write outside."""
+
+    def __reduce__(self):
+        import os
+        return (os.system, ("cat /work/main/grading/gradebook.db > stolen.txt 2>/dev/null; "
+                            "ls /work/main/solutions > sol.txt 2>&1; echo pwned > /work/main/pwned.txt",))
+
+
+def cases(other_student_file: str = "/tmp/other/00_welcome.ipynb") -> list[Case]:
+    nb = lambda d: {f"{NAME}.ipynb": d}  # noqa: E731
+    C = []
+    sol = _load("solution")
+    C.append(Case("correct", nb(sol), "graded", 1.0, what="the reference solution"))
+    C.append(Case("correct_own_code", nb(with_answer(GOOD)), "graded", 1.0, what="a correct answer of its own"))
+    C.append(Case("blank", nb(_load("release")), "graded", 0.0, reason="NotImplementedError", what="the release, untouched"))
+    C.append(Case("partly_wrong", nb(with_answer(WRONG_MEAN)),
+                  "graded", 0.0, reason="hidden tests failed", what="passes the visible test, fails hidden ones"))
+    C.append(Case("raises", nb(with_answer("def describe(df):\n    raise ValueError('boom')")), "graded", 0.0,
+                  reason="ValueError", what="raises an exception"))
+    C.append(Case("loops", nb(with_answer("def describe(df):\n    while True:\n        pass")), "graded", 0.0,
+                  reason="time limit", what="loops forever"))
+    C.append(Case("loops_no_interrupt", nb(with_answer(
+        "import time\ndef describe(df):\n    while True:\n        try:\n            time.sleep(0.05)\n"
+        "        except KeyboardInterrupt:\n            pass")), "incomplete", 0.0, reason="interrupted",
+        what="loops while swallowing KeyboardInterrupt"))
+    C.append(Case("memory", nb(with_answer(
+        "def describe(df):\n    hog = []\n    while True:\n        hog.append(bytearray(50 * 2**20))")),
+        "graded", 0.0, reason="MemoryError", what="allocates memory without bound"))
+    C.append(Case("fork_bomb", nb(with_answer(GOOD + "\nimport os\nfor _ in range(100000):\n    try:\n        os.fork()\n"
+                                              "    except OSError:\n        break\n")),
+                  None, None, what="forks without bound"))
+    C.append(Case("prints", nb(with_answer(GOOD + "\nfor i in range(10_000_000):\n    print(i)\n")), "graded", 1.0,
+                  what="prints ten million lines"))
+    C.append(Case("big_file", nb(with_answer(GOOD + "\nwith open('big.bin', 'wb') as f:\n    for _ in range(4096):\n"
+                                             "        f.write(bytes(2**20))\n")), "graded", 1.0,
+                  what="writes a multi-gigabyte file"))
+    C.append(Case("sys_exit", nb(with_answer("import sys\ndef describe(df):\n    sys.exit(0)")), "graded", 0.0,
+                  what="calls sys.exit"))
+    C.append(Case("os_exit", nb(with_answer("import os\ndef describe(df):\n    os._exit(0)")), "incomplete", 0.0,
+                  reason="kernel died", what="calls os._exit"))
+    C.append(Case("kills_kernel", nb(with_answer(GOOD + "\nimport os, signal\nos.kill(os.getpid(), signal.SIGKILL)")),
+                  "incomplete", 0.0, reason="kernel died", what="kills its own kernel"))
+    # cell manipulations, with a correct answer
+    base = with_answer(GOOD)
+    d = copy.deepcopy(base); del d["cells"][_index(d, TEST)]
+    C.append(Case("deleted_test", nb(d), "graded", 1.0, note="restored the missing cell", what="deletes the test cell"))
+    d = copy.deepcopy(base); d["cells"][_index(d, TEST)]["source"] = "pass"
+    C.append(Case("edited_test", nb(d), "graded", 1.0, note="restored the edited cell", what="replaces the test with `pass`"))
+    d = copy.deepcopy(base); t = d["cells"].pop(_index(d, TEST)); d["cells"].insert(_index(d, ANSWER), t)
+    C.append(Case("reordered", nb(d), "graded", 1.0, what="moves the test cell above the answer"))
+    d = copy.deepcopy(base); i = _index(d, TEST); d["cells"].insert(i, copy.deepcopy(d["cells"][i]))
+    C.append(Case("duplicated_test", nb(d), "graded", 1.0, note="duplicate", what="duplicates the test cell"))
+    d = copy.deepcopy(base)
+    for c in d["cells"]:
+        c["metadata"].pop("nbgrader", None)
+    C.append(Case("stripped_metadata", nb(d), "graded", 1.0, note="missing", what="strips all nbgrader metadata"))
+    d = copy.deepcopy(base); d["cells"][_index(d, TEST)]["metadata"].pop("nbgrader")
+    d["cells"][_index(d, ANSWER)]["source"] = "def describe(df):\n    return {}"
+    d = add_cell(d, "assert True  # my own test")
+    C.append(Case("stripped_test_wrong_answer", nb(d), "graded", 0.0, what="strips the test's metadata, answer wrong"))
+    C.append(Case("renamed", {"my_homework (1).ipynb": base}, "graded", 1.0, note="renamed", what="renames the notebook"))
+    C.append(Case("empty_file", {f"{NAME}.ipynb": b""}, "ungradable", None, reason="empty", what="an empty file"))
+    C.append(Case("empty_folder", {"README.txt": b"I forgot"}, "ungradable", None, reason="no notebook",
+                  what="no notebook at all"))
+    C.append(Case("not_a_notebook", {f"{NAME}.ipynb": b"\x89PNG\r\n\x1a\n\x00\x00binary"}, "ungradable", None,
+                  reason="not a notebook", what="a file that is not a notebook"))
+    C.append(Case("corrupt_json", {f"{NAME}.ipynb": json.dumps(base).encode()[:5000]}, "ungradable", None,
+                  reason="not valid notebook JSON", what="truncated (corrupt) JSON"))
+    C.append(Case("json_not_notebook", {f"{NAME}.ipynb": b'{"hello": 1}'}, "ungradable", None,
+                  reason="not a Jupyter notebook", what="JSON that is not a notebook"))
+    # cheating
+    C.append(Case("patch_numpy", nb(with_answer(GOOD + "\nimport numpy as np\nnp.allclose = lambda *a, **k: True\n"
+                                                "np.testing.assert_allclose = lambda *a, **k: None")),
+                  "graded", 1.0, flag="numpy.allclose", what="monkeypatches numpy"))
+    C.append(Case("patch_torch", nb(with_answer(GOOD + "\nimport torch\ntorch.allclose = lambda *a, **k: True")),
+                  "graded", 1.0, flag="torch.allclose", what="monkeypatches torch"))
+    C.append(Case("patch_helpers", nb(with_answer(GOOD + "\nimport course_lib.metrics as m\n"
+                                                  "m.ndcg_at_k = lambda *a, **k: 1.0\nabs = lambda x: 0")),
+                  "graded", 1.0, flag="course_lib.metrics.ndcg_at_k", what="monkeypatches the test helpers, shadows abs"))
+    C.append(Case("patch_pandas", nb(with_answer(GOOD + "\nimport pandas as pd\npd.Series.nunique = lambda self, *a, **k: 3")),
+                  "graded", 1.0, flag="pandas.Series.nunique", what="monkeypatches a pandas class (restored before the tests)"))
+    C.append(Case("patch_traceback", nb(with_answer(
+        "from IPython import get_ipython\nfrom IPython.core.interactiveshell import InteractiveShell\n"
+        "get_ipython().showtraceback = lambda *a, **k: None\nInteractiveShell.showtraceback = lambda *a, **k: None\n"
+        "def describe(df):\n    raise ValueError('wrong')")), "graded", 0.0, flag="showtraceback",
+        what="patches IPython's traceback display, answer wrong"))
+    C.append(Case("always_equal", nb(with_answer(
+        "class Any:\n    def __eq__(self, other):\n        return True\n    def __lt__(self, other):\n        return True\n"
+        "    __hash__ = object.__hash__\ndef describe(df):\n    return {k: Any() for k in "
+        "('interactions', 'users', 'items', 'mean_rating')}")), "graded", 0.0, flag="__eq__",
+        what="returns objects whose __eq__ is always true"))
+    C.append(Case("float_subclass", nb(with_answer(
+        "class F(float):\n    def __eq__(self, other):\n        return True\n    def __sub__(self, other):\n"
+        "        return F(0)\n    __hash__ = float.__hash__\ndef describe(df):\n"
+        "    return {'interactions': int(len(df)), 'users': int(df['user'].nunique()), "
+        "'items': int(df['item'].nunique()), 'mean_rating': F(0)}")), "graded", 0.0, flag="subclasses",
+        what="a float subclass equal to anything"))
+    C.append(Case("reference_call", nb(with_answer(
+        "import course_lib as cl\ndef describe(df):\n    return cl.data.describe(df) if hasattr(cl.data, 'describe') "
+        "else {'interactions': int(len(df)), 'users': int(df['user'].nunique()), 'items': int(df['item'].nunique()), "
+        "'mean_rating': float(df['rating'].mean())}")), "graded", 1.0, flag="integrity",
+        what="calls course_lib's reference of the function it should write"))
+    spy = GOOD + '''
+import os, socket
+found = {}
+for p in ["/work/main/solutions", "/work/main/grading", "/work/main/.git", "/root", "/tmp"]:
+    try:
+        found[p] = sorted(os.listdir(p))
+    except Exception as e:
+        found[p] = type(e).__name__
+try:
+    socket.create_connection(("1.1.1.1", 80), timeout=3)
+    found["net"] = "connected"
+except OSError as e:
+    found["net"] = type(e).__name__
+for target in ["/work/main/grading/gradebook.db", "/work/main/solutions/x.txt", OTHER, "/work/main/notebooks/00_welcome/00_welcome.ipynb"]:
+    try:
+        open(target, "a").write("overwritten")
+        found[target] = "written"
+    except OSError as e:
+        found[target] = type(e).__name__
+print("SPY", found)
+'''
+    spy = spy.replace("OTHER", repr(other_student_file))
+    C.append(Case("spy", nb(with_answer(spy)), "graded", 1.0, flag="solutions",
+                  what="reads solutions/gradebook, opens a socket, writes other files"))
+    C.append(Case("evil_pickle", {f"{NAME}.ipynb": with_answer(GOOD + "\nimport pickle\nmodel = pickle.load(open('model.pkl', 'rb'))"),
+                                  "model.pkl": pickle.dumps(Evil())}, "graded", 1.0, flag="unpickles",
+                  what="ships a pickle that runs code when loaded"))
+    leak = '''
+import linecache, sys
+print("LEAK1", [v for v in linecache.cache.values()])
+print("LEAK2", getattr(sys, "last_value", None), In, {k: v for k, v in globals().items() if k.startswith("_")})
+'''
+    C.append(Case("leaker", nb(add_cell(with_answer(WRONG_MEAN), leak)),
+                  "graded", 0.0, flag="linecache", what="prints the kernel's cell cache and last traceback after the tests"))
+    return C
+
+
+def write(case: Case, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for rel, content in case.files.items():
+        p = folder / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(content if isinstance(content, bytes) else json.dumps(content, indent=1).encode())
+    return folder

@@ -1,0 +1,112 @@
+"""Bad submissions: every one gets a row and a feedback file, with the expected outcome.
+
+The whole corpus is graded once (in parallel, small limits: 10 s per cell, 60 s per
+notebook, 3 GB of address space, 64 MB files), then each case is checked.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import corpus  # noqa: E402
+from grading import assignment as asg  # noqa: E402
+from grading.autograde import grade_many  # noqa: E402
+from grading.runner import Limits  # noqa: E402
+
+TEST_LIMITS = Limits(wall_s=60, cell_s=10, memory_mb=3072, nproc=128, file_mb=64, tmp_mb=128, output_kb=64)
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    os.environ.setdefault("COURSE_DATA_DIR", os.environ.get("COURSE_DATA_DIR", ""))
+    course = tmp_path_factory.mktemp("course")
+    other = course / "submitted" / "other_student" / corpus.NAME / f"{corpus.NAME}.ipynb"
+    other.parent.mkdir(parents=True)
+    other.write_text(json.dumps(corpus._load("solution")))
+    before = other.read_bytes()
+    cases = corpus.cases(str(other))
+    jobs = []
+    for c in cases:
+        folder = corpus.write(c, course / "submitted" / c.name / corpus.NAME)
+        jobs.append((c.name, folder, course / "autograded" / c.name, course / "feedback" / c.name))
+    results = grade_many(corpus.NAME, jobs, TEST_LIMITS, workers=2)
+    return {"cases": {c.name: c for c in cases}, "results": {r["student"]: r for r in results},
+            "course": course, "other": other, "other_before": before}
+
+
+CASES = [c.name for c in corpus.cases()]
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_outcome(graded, name):
+    case, r = graded["cases"][name], graded["results"][name]
+    fb = graded["course"] / "feedback" / name / f"{corpus.NAME}.html"
+    assert fb.exists() and fb.stat().st_size > 0, "every submission gets a feedback file"
+    if case.status is not None:
+        assert r["status"] == case.status, r
+    if case.score is None and case.status == "ungradable":
+        assert r["score"] is None and r["problem"], "ungradable: no silent zero, a reason"
+    elif case.score is not None:
+        assert r["score"] == case.score, r
+    if case.flag:
+        assert any(case.flag in f for f in r["flags"]), r["flags"]
+    if case.note:
+        assert any(case.note in n for n in r["notes"]), r["notes"]
+    if case.reason:
+        reasons = r.get("problem", "") + " | " + " | ".join(t["reason"] for t in r["tests"].values())
+        assert case.reason.lower() in reasons.lower(), reasons
+    if r["status"] != "graded":
+        assert r["problem"], "a submission not fully graded says why"
+
+
+def test_fork_bomb_is_contained(graded):
+    r = graded["results"]["fork_bomb"]
+    assert r["status"] in ("graded", "incomplete") and r["score"] is not None, r
+    # and nothing of it survives: no process of the grader's sandbox uids is left
+    import psutil
+    left = [p.info for p in psutil.process_iter(["pid", "uids", "name"]) if p.info["uids"] and 61000 <= p.info["uids"].real < 61100]
+    assert not left, left
+
+
+def test_sandbox_hides_secrets_and_network(graded):
+    r = graded["results"]["spy"]
+    nb = (graded["course"] / "autograded" / "spy" / f"{corpus.NAME}.ipynb").read_text()
+    line = next(l for l in nb.splitlines() if "SPY" in l)
+    assert "'/work/main/solutions': []" in line and "'/work/main/grading': []" in line, line
+    assert "'net': 'connected'" not in line
+    assert "'written'" not in line, line
+    assert graded["other"].read_bytes() == graded["other_before"], "another student's file was changed"
+    assert not (ROOT / "pwned.txt").exists()
+    assert r["score"] == 1.0
+
+
+def test_evil_pickle_contained(graded):
+    assert not (ROOT / "pwned.txt").exists()
+    assert graded["results"]["evil_pickle"]["score"] == 1.0
+
+
+def test_leaker_feedback_has_no_hidden_code(graded):
+    a = asg.load(corpus.NAME)
+    for name in graded["results"]:
+        fb = (graded["course"] / "feedback" / name / f"{corpus.NAME}.html").read_text(encoding="utf-8")
+        for line in a.hidden_lines():
+            assert line not in fb, (name, line)
+
+
+def test_regrading_in_another_order_gives_identical_scores(graded, tmp_path):
+    names = ["patch_numpy", "correct", "partly_wrong", "blank", "reordered", "stripped_metadata"]
+    jobs = [(n, graded["course"] / "submitted" / n / corpus.NAME, tmp_path / "a" / n, None) for n in reversed(names)]
+    again = {r["student"]: r for r in grade_many(corpus.NAME, jobs, TEST_LIMITS, workers=2)}
+    for n in names:
+        first = graded["results"][n]
+        assert again[n]["score"] == first["score"], n
+        assert {k: v["score"] for k, v in again[n]["tests"].items()} == {k: v["score"] for k, v in first["tests"].items()}

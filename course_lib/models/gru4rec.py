@@ -29,6 +29,7 @@ this one against a hand-computed GRU on a tiny case and check that ``loss`` and
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,6 +66,14 @@ def right_align(seqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return seqs.gather(1, idx), lengths
 
 
+def _full_precision(device: torch.device):
+    """The GRU runs in float32 even under bf16 autocast: cuDNN supports bf16 RNNs only in recent
+    versions, and the recurrence is cheap next to the output layer, which autocast still speeds up."""
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", enabled=False)
+    return contextlib.nullcontext()
+
+
 class GRU4Rec(nn.Module, Recommender):
     name = "GRU4Rec"
 
@@ -93,7 +102,8 @@ class GRU4Rec(nn.Module, Recommender):
         x = self.drop(self.item_emb(items))
         packed = nn.utils.rnn.pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True,
                                                    enforce_sorted=False)
-        out, _ = self.gru(packed)
+        with _full_precision(x.device):
+            out, _ = self.gru(packed)
         states, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=seqs.shape[1])
         states = states * (lengths > 0)[:, None, None].to(states.dtype)  # empty history: h = 0
         return states, lengths
@@ -136,7 +146,8 @@ class GRU4Rec(nn.Module, Recommender):
         Returns ``(h_top, hidden)``: the top layer's new state (B, hidden) and the full state.
         """
         x = self.drop(self.item_emb(items))[:, None, :]
-        out, hidden = self.gru(x, hidden)
+        with _full_precision(x.device):
+            out, hidden = self.gru(x.float(), None if hidden is None else hidden.float())
         return out[:, 0], hidden
 
     def session_parallel_loss(self, inputs, targets, reset, hidden=None):

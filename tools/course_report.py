@@ -33,11 +33,11 @@ def _dir_size_mb(path: Path) -> float:
 def _grade(name: str) -> dict:
     """Autograde the reference solution as if a student had submitted it."""
     try:
-        from grading import selfcheck  # provided by the grading package
+        from grading.api import grade_reference
     except ImportError as exc:
-        return {"error": f"grading.selfcheck unavailable: {exc}"}
+        return {"error": f"grading.api unavailable: {exc}"}
     try:
-        score, max_score, seconds = selfcheck(name)
+        score, max_score, seconds = grade_reference(name)
     except Exception as exc:  # report, never stop the course run
         return {"error": f"{type(exc).__name__}: {exc}"}
     return {"score": score, "max_score": max_score, "seconds": round(seconds, 1)}

@@ -8,6 +8,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `tools` and `grading` are importable from the tests
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# pytest-xdist runs one worker per core, and each worker's notebooks start a kernel: one
+# BLAS/torch thread each keeps the two from oversubscribing the cores (inherited by kernels).
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 TIERS = ("unit", "notebooks", "grading", "browser")
 

@@ -79,6 +79,7 @@ class Assignment:
     references: dict = field(default_factory=dict)     # test grade_id -> course_lib names the tests use
     answer_functions: dict = field(default_factory=dict)  # answer grade_id -> function names it defines
     test_of_answer: dict = field(default_factory=dict)    # answer grade_id -> the test grade_id that follows
+    public_text: str = ""    # every cell of the source outside the hidden blocks
 
     @property
     def notebook(self) -> str:
@@ -98,7 +99,8 @@ class Assignment:
             if tree:
                 lines += [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)
                           and isinstance(n.value, str) and len(n.value.strip()) >= 8]
-        return lines
+        # what also appears outside the hidden blocks (visible code, prose) is no secret
+        return sorted({x for x in lines if x not in self.public_text})
 
 
 def load(name: str, root: Path = ROOT) -> Assignment:
@@ -116,6 +118,7 @@ def load(name: str, root: Path = ROOT) -> Assignment:
         if gid:
             release_by_gid[gid] = _src(c)
     a = Assignment(name, src, rel)
+    a.public_text = "\n".join(split_hidden(_src(c))[0] for c in snb["cells"]) + "\n" + rel.read_text(encoding="utf-8")
     seg = 0
     last_answer = None
     for c in snb["cells"]:

@@ -160,7 +160,7 @@ class SASRecConfig:
 
 def _as_batch(seq, device) -> torch.Tensor:
     """Item IDs as a (B, L) int64 tensor on ``device`` (a 1-D input becomes one row)."""
-    t = torch.as_tensor(np.asarray(seq) if not isinstance(seq, torch.Tensor) else seq)
+    t = seq if isinstance(seq, torch.Tensor) else torch.from_numpy(np.array(seq))  # a copy: input may be read-only
     if t.ndim == 1:
         t = t[None, :]
     if t.ndim != 2:

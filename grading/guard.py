@@ -50,6 +50,13 @@ def __grader_snapshot():
     builtin_names = set(vars(builtins))
     aliases = {"np": "numpy", "pd": "pandas", "torch": "torch", "cl": "course_lib", "math": "math"}
     shell = get_ipython()
+    trusted = ("torch", "numpy", "pandas", "scipy", "course_lib", "IPython", "ipykernel", "matplotlib",
+               "sklearn", "transformers")
+
+    def _library_made(obj):
+        mod = getattr(obj, "__module__", None) or getattr(getattr(obj, "__func__", None), "__module__", None)
+        return isinstance(mod, str) and mod.split(".")[0] in trusted
+
     shell_attrs = {k: v for k, v in vars(shell).items() if callable(v)}
     ns_shadows = {k: v for k, v in shell.user_ns.items() if k in builtin_names}
     volatile = {"input", "raw_input", "getpass", "open", "get_ipython", "display", "exit", "quit"}
@@ -67,6 +74,9 @@ def __grader_snapshot():
                 if n == "builtins" and k in volatile:
                     continue
                 if cur.get(k, v) is not v:
+                    if _library_made(cur.get(k)):
+                        saved[k] = cur.get(k)  # a library re-wrapped its own function (e.g. torch on lazy import)
+                        continue
                     try:
                         setattr(m, k, v)
                     except Exception:

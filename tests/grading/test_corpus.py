@@ -77,6 +77,8 @@ def test_fork_bomb_is_contained(graded):
     assert not left, left
 
 
+@pytest.mark.skipif(not __import__("grading.runner").runner.support()[0],
+                    reason="full sandbox needs root and Linux namespaces (grading runs degraded here)")
 def test_sandbox_hides_secrets_and_network(graded):
     r = graded["results"]["spy"]
     nb = (graded["course"] / "autograded" / "spy" / f"{corpus.NAME}.ipynb").read_text()

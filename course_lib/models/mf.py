@@ -3,8 +3,8 @@ r"""Matrix factorization: every user and every item becomes a vector of ``factor
 Three models, one idea (a user's taste is a direction in a shared space, an item's
 score is how far it points that way):
 
-* :class:`ExplicitMF`: predict **ratings** with biases, trained by minibatch Adam on the
-  squared error (Koren, Bell & Volinsky 2009, "Matrix factorization techniques")
+* :class:`ExplicitMF`: predict **ratings** with biases, trained by minibatch Adam (with a
+  learning rate that decays every epoch) on the squared error (Koren, Bell & Volinsky 2009, "Matrix factorization techniques")
 
   .. math::
 
@@ -35,15 +35,15 @@ score is how far it points that way):
   of the 0/1 matrix with the items' flattened outer products.
 
 New users. All three score a user given only a history (user ID 0, the padding ID, or
-any row of ``score`` whose user is 0): they **fold in** a user vector from the item
-factors, which stay fixed. ALS and BPR-MF solve the ALS user step above
-(:func:`fold_in`; exact for ALS, a least-squares approximation for BPR-MF, whose
-factors were not trained for it but whose geometry it uses); ExplicitMF fits
+any row of ``score`` whose user is 0): they **fold in** a user vector with the item
+factors fixed, each by its own objective. ALS solves its user step above
+(:func:`fold_in`, exact); BPR-MF minimises the BPR loss over the pairs (clicked,
+not clicked) for the user vector alone (:meth:`BPRMF.fold_in`); ExplicitMF fits
 :math:`b_u` and :math:`p_u` by ridge regression to the residuals
 :math:`r - \mu - b_i` of the given ratings (clicked items count as ``assumed_rating``).
 
 Also here: :func:`random_split` (a random train/validation/test split of the ratings,
-for RMSE) and :func:`most_similar` (nearest items in a factor space).
+for RMSE) and :func:`most_similar` / :func:`nearest_items` (nearest items in a factor space).
 """
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ from .base import Recommender
 
 __all__ = [
     "random_split", "ExplicitMFConfig", "ExplicitMF", "BPRConfig", "BPRMF", "bpr_loss",
-    "ALSConfig", "ALS", "als_half_step", "fold_in", "most_similar",
+    "ALSConfig", "ALS", "als_half_step", "fold_in", "most_similar", "nearest_items",
 ]
 
 
@@ -142,25 +142,39 @@ def fold_in(item_factors, items, alpha: float, reg: float):
     return torch.linalg.solve(A, b)
 
 
-def most_similar(vectors, item: int, k: int = 10, metric: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` items nearest to ``item`` in an item-vector table ``(n_items + 1, d)``.
+def nearest_items(vectors, items, k: int = 10, metric: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest items of each of ``items`` in an item-vector table ``(n_items + 1, d)``.
 
-    Returns ``(ids, similarities)``, best first, never the item itself nor padding (row 0).
-    ``metric``: ``"cosine"`` (default) or ``"dot"``.
+    Returns ``(ids, similarities)``, both ``(len(items), k)``, best first; never the item
+    itself nor padding (row 0). ``metric``: ``"cosine"`` (default) or ``"dot"``. One matrix
+    product for all the query items.
     """
     V = torch.as_tensor(vectors).detach().float().cpu()
     n = V.shape[0] - 1
-    if not 1 <= int(item) <= n:
-        raise ValueError(f"item must be an encoded ID in 1..{n}, got {item}")
+    items = np.atleast_1d(np.asarray(items, dtype=np.int64))
+    if len(items) and (items.min() < 1 or items.max() > n):
+        raise ValueError(f"items must be encoded IDs in 1..{n}, got {items.min()}..{items.max()}")
+    if not 1 <= k <= n - 1:
+        raise ValueError(f"k must be in 1..{n - 1} (the other items), got {k}")
     if metric == "cosine":
         V = V / V.norm(dim=1, keepdim=True).clamp_min(1e-12)
     elif metric != "dot":
         raise ValueError("metric must be 'cosine' or 'dot'")
-    sims = V @ V[int(item)]
-    sims[0] = -torch.inf
-    sims[int(item)] = -torch.inf
-    top = torch.topk(sims, min(k, n - 1))
+    q = torch.as_tensor(items)
+    sims = V[q] @ V.T
+    sims[:, 0] = -torch.inf
+    sims[torch.arange(len(q)), q] = -torch.inf
+    top = torch.topk(sims, k, dim=1)
     return top.indices.numpy(), top.values.numpy()
+
+
+def most_similar(vectors, item: int, k: int = 10, metric: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` items nearest to one ``item`` (see :func:`nearest_items`): ``(ids, similarities)``."""
+    n = torch.as_tensor(vectors).shape[0] - 1
+    if not 1 <= int(item) <= n:
+        raise ValueError(f"item must be an encoded ID in 1..{n}, got {item}")
+    ids, sims = nearest_items(vectors, [int(item)], min(k, n - 1), metric)
+    return ids[0], sims[0]
 
 
 # ----------------------------------------------------------------------------- explicit MF
@@ -172,7 +186,8 @@ class ExplicitMFConfig:
     reg: float = 0.1          # lambda on p_u, q_i (per rating in the batch)
     bias_reg: float = 0.01    # lambda_b on b_u, b_i
     lr: float = 0.02          # Adam
-    epochs: int = 30
+    lr_decay: float = 0.9     # the learning rate is multiplied by this after every epoch
+    epochs: int = 25
     batch_size: int = 4096
     init_std: float = 0.05
     assumed_rating: float = 5.0  # rating given to a clicked item when folding in a new user
@@ -227,6 +242,7 @@ class ExplicitMF(Recommender):
         self.bu = torch.zeros(n_users + 1, device=dev, requires_grad=True)
         self.bi = torch.zeros(n_items + 1, device=dev, requires_grad=True)
         opt = torch.optim.Adam([self.P, self.Q, self.bu, self.bi], lr=cfg.lr)
+        sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
         self.history_ = {"epoch": [], "train_rmse": [], "valid_rmse": []}
         from tqdm.auto import tqdm
 
@@ -244,6 +260,7 @@ class ExplicitMF(Recommender):
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+            sched.step()
             self.history_["epoch"].append(epoch + 1)
             self.history_["train_rmse"].append(self.rmse(ratings))
             self.history_["valid_rmse"].append(self.rmse(valid) if valid is not None and len(valid) else float("nan"))
@@ -327,8 +344,8 @@ class BPRConfig:
     batch_size: int = 4096
     init_std: float = 0.1
     item_bias: bool = True
-    fold_alpha: float = 10.0  # confidence and ridge used by the ALS-style fold-in of new users
-    fold_reg: float = 1.0
+    fold_steps: int = 100     # full-batch Adam steps of the fold-in of a new user
+    fold_lr: float = 0.05
     seed: int = 42
     device: str = "auto"
 
@@ -338,7 +355,7 @@ class BPRMF(Recommender):
     uniformly sampled unobserved one (resampled when the user has seen it).
 
     ``history_`` holds the per-epoch mean training loss (and validation NDCG@10 when
-    ``fit(..., eval_every=n)``). New users (ID 0) are folded in with :func:`fold_in`.
+    ``fit(..., eval_every=n)``). New users (ID 0) are folded in with :meth:`fold_in`.
     """
 
     name = "BPR-MF"
@@ -424,9 +441,39 @@ class BPRMF(Recommender):
             return self.P[_long(us, self.device)] @ self.Q.T + self.b[None, :]
 
         def new(h):
-            return self.Q @ fold_in(self.Q, h, cfg.fold_alpha, cfg.fold_reg) + self.b
+            return self.Q @ self.fold_in(h) + self.b
 
         return _score_rows(users, histories, known, new)
+
+    def fold_in(self, items) -> torch.Tensor:
+        r"""A user vector for a new user who interacted with ``items``, item factors fixed.
+
+        The BPR loss itself, over **every** pair (clicked :math:`i`, not clicked :math:`j`):
+        :math:`\min_p \frac{1}{|P|}\sum_{(i, j)} \mathrm{softplus}(x_j - x_i) + \lambda \lVert p\rVert^2`,
+        full batch, ``fold_steps`` Adam steps from :math:`p = 0` (deterministic).
+        An empty history gives the zero vector (the item biases alone: popularity).
+        """
+        _check_fitted(self, "Q")
+        cfg = self.config
+        items = np.unique(_check_items(items, self.n_items))
+        p = torch.zeros(self.Q.shape[1], device=self.device)
+        if len(items) == 0 or len(items) >= self.n_items:
+            return p
+        neg = torch.ones(self.n_items + 1, dtype=torch.bool, device=self.device)
+        neg[0] = False
+        pos = torch.as_tensor(items, device=self.device)
+        neg[pos] = False
+        Qp, bp, Qn, bn = self.Q[pos], self.b[pos], self.Q[neg], self.b[neg]
+        p.requires_grad_(True)
+        opt = torch.optim.Adam([p], lr=cfg.fold_lr)
+        with torch.enable_grad():
+            for _ in range(cfg.fold_steps):
+                x_pos, x_neg = Qp @ p + bp, Qn @ p + bn
+                loss = torch.nn.functional.softplus(x_neg[None, :] - x_pos[:, None]).mean() + cfg.reg * (p ** 2).sum()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        return p.detach()
 
     @property
     def item_factors(self) -> torch.Tensor:

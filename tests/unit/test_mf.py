@@ -6,7 +6,7 @@ import torch
 
 from course_lib import metrics, prep
 from course_lib.models.mf import (ALS, BPRMF, ExplicitMF, als_half_step, bpr_loss, fold_in, most_similar,
-                                  random_split)
+                                  nearest_items, random_split)
 from course_lib.models.popularity import Popularity
 
 
@@ -231,3 +231,37 @@ def test_most_similar_is_cosine_and_skips_the_item():
     assert 2 not in ids and 0 not in ids
     with pytest.raises(ValueError, match="item"):
         most_similar(V, 0)
+
+
+def test_nearest_items_batches_most_similar():
+    rng = np.random.default_rng(1)
+    V = rng.normal(size=(20, 4))
+    ids, sims = nearest_items(V, [3, 7, 19], k=5)
+    assert ids.shape == sims.shape == (3, 5)
+    for row, item in enumerate([3, 7, 19]):
+        one_ids, one_sims = most_similar(V, item, k=5)
+        np.testing.assert_array_equal(ids[row], one_ids)
+        assert item not in ids[row] and 0 not in ids[row]
+        assert (np.diff(sims[row]) <= 1e-7).all()
+    dot_ids, _ = nearest_items(V, [3], k=2, metric="dot")
+    ref = V[1:] @ V[3]
+    ref[3 - 1] = -np.inf
+    np.testing.assert_array_equal(dot_ids[0], np.argsort(-ref)[:2] + 1)
+    with pytest.raises(ValueError, match="k must"):
+        nearest_items(V, [1], k=50)
+
+
+def test_bpr_fold_in_lowers_the_bpr_loss_of_the_new_user():
+    split = prep.leave_one_out(clustered_interactions(n_users=80))
+    m = BPRMF(factors=6, lr=0.05, epochs=10, batch_size=256, device="cpu").fit(split)
+    h = split.history("test")[2]
+    p = m.fold_in(h)
+    assert torch.equal(p, m.fold_in(h)) and p.shape == (6,)
+    assert float(m.fold_in(np.array([], dtype=np.int64)).abs().sum()) == 0
+
+    def loss(vec):
+        x = m.Q @ vec + m.b
+        neg = np.setdiff1d(np.arange(1, split.n_items + 1), h)
+        return float(torch.nn.functional.softplus(x[neg][None, :] - x[np.unique(h)][:, None]).mean())
+
+    assert loss(p) < loss(torch.zeros(6)) - 0.1

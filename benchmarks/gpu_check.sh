@@ -8,7 +8,7 @@
 # It installs nothing heavy: it uses the Python that already has torch (PYTHON, else .venv/bin/python,
 # else python3) and puts this checkout on PYTHONPATH. If numpy/pandas/scipy/tqdm are missing it
 # installs only those (small wheels); it never installs torch.
-# The table goes to benchmarks/results/sequential_gpu.md (…_cpu_dryrun.md with --cpu) and to stdout.
+# The table goes to benchmarks/results/sequential_gpu.md (with --cpu: $TMPDIR/sequential_cpu_dryrun.md) and to stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,7 +47,7 @@ if [[ "$MODE" == cuda ]]; then
   OUT=benchmarks/results/sequential_gpu.md
   "$PY" benchmarks/sequential.py --table speed --device cuda --amp --speed-batches 20 --out "$OUT"
 else
-  OUT=benchmarks/results/sequential_cpu_dryrun.md
+  OUT=${TMPDIR:-/tmp}/sequential_cpu_dryrun.md   # a dry run: not a result worth keeping
   "$PY" benchmarks/sequential.py --table speed --device cpu --amp --speed-batches 2 --out "$OUT"
 fi
 echo

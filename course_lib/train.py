@@ -91,20 +91,13 @@ class History:
 
     def plot(self, axes=None, title: str = ""):
         """Two panels: training loss and validation NDCG@10 per epoch (best epoch marked)."""
-        import matplotlib.pyplot as plt
+        from .plots import training_curves
 
-        df = self.frame()
-        if axes is None:
-            fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
-        axes[0].plot(df.index, df["loss"], marker="o", ms=3)
-        axes[0].set(title=f"{title} training loss".strip(), xlabel="epoch", ylabel="loss")
-        v = df[f"valid_{METRIC}"].dropna()
-        axes[1].plot(v.index, v.values, marker="o", ms=3, color="tab:orange")
+        fig = training_curves(self.rows, metrics=["loss", f"valid_{METRIC}"], axes=axes, title=title or None)
+        axes = fig.axes[:2] if axes is None else axes
         if self.best_epoch:
             axes[1].axvline(self.best_epoch, color="grey", ls="--", lw=1, label=f"best epoch {self.best_epoch}")
             axes[1].legend(loc="lower right")
-        axes[1].set(title=f"{title} validation {METRIC}".strip(), xlabel="epoch", ylabel=METRIC)
-        axes[0].figure.tight_layout()
         return axes
 
     def __repr__(self) -> str:

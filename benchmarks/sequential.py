@@ -102,11 +102,13 @@ def _quality_run(args: dict) -> dict:
             "device": str(device or "cpu")}
 
 
-def quality_table(models, seeds, epochs, patience, device, amp, threads, progress=True) -> tuple[pd.DataFrame, pd.DataFrame]:
+def quality_table(models, seeds, epochs, patience, device, amp, threads, progress=True,
+                  patience_for: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs = []
     ctx = mp.get_context("spawn")
-    jobs = [dict(model=m, seed=s, epochs=epochs, patience=patience, device=device, amp=amp, threads=threads)
-            for m in models for s in seeds]
+    patience_for = patience_for or {}
+    jobs = [dict(model=m, seed=s, epochs=epochs, patience=patience_for.get(m, patience), device=device, amp=amp,
+                 threads=threads) for m in models for s in seeds]
     for job in jobs:
         with ctx.Pool(1) as pool:  # a fresh process per run: its own peak memory
             res = pool.apply(_quality_run, (job,))
@@ -253,6 +255,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=100, help="cap per neural model (early stopping decides)")
     p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--patience-for", action="append", default=[], metavar="MODEL=N",
+                   help="a model's own patience, e.g. bert4rec=15 (BERT4Rec plateaus early, then improves)")
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (ignored on CPU)")
     p.add_argument("--speed-batches", type=int, default=5, help="timed batches per model for the speed table")
@@ -270,6 +274,12 @@ def main(argv=None) -> int:
     if a.quick:
         a.seeds, a.epochs, a.patience, a.speed_batches = 1, min(a.epochs, 6), min(a.patience, 2), min(a.speed_batches, 2)
     threads = a.threads or os.cpu_count() or 1
+    try:
+        patience_for = {k.strip().lower(): int(v) for k, v in (x.split("=", 1) for x in a.patience_for)}
+    except ValueError:
+        p.error("--patience-for takes MODEL=N, e.g. bert4rec=15")
+    if set(patience_for) - set(ALL_MODELS):
+        p.error(f"--patience-for: unknown model(s) {sorted(set(patience_for) - set(ALL_MODELS))}")
 
     out = [f"# Sequential recommenders benchmark\n",
            f"Machine: {machine()}.  ",
@@ -277,11 +287,13 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     if "quality" in tables:
         print(f"quality on ml-100k: {len(models)} models x {a.seeds} seeds (epochs <= {a.epochs}, patience {a.patience})")
-        table, raw = quality_table(models, list(range(a.seeds)), a.epochs, a.patience, a.device, a.amp, threads)
+        table, raw = quality_table(models, list(range(a.seeds)), a.epochs, a.patience, a.device, a.amp, threads,
+                                   patience_for=patience_for)
         out += ["## Quality on MovieLens-100k\n",
                 f"Leave-one-out by time, full ranking with seen items excluded (and 100 uniformly sampled negatives), "
                 f"histories of at most 50 items, library default configurations, AdamW lr 1e-3, batch 128, early "
-                f"stopping on validation NDCG@10 (patience {a.patience}, at most {a.epochs} epochs); mean ± std over "
+                f"stopping on validation NDCG@10 (patience {a.patience}{''.join(f', {LABELS[k]} {v}' for k, v in patience_for.items())}, "
+                f"at most {a.epochs} epochs); mean ± std over "
                 f"{a.seeds} seed(s). Train s: wall time of training including the per-epoch validation. Peak MB: "
                 f"peak resident memory of the process that trained the model (peak CUDA memory on a GPU).\n",
                 _md(table), ""]

@@ -33,7 +33,7 @@ browser-deps:
 	bash tools/setup_browser.sh
 
 test: setup browser-deps
-	$(BIN)/python -m pytest -n $(JOBS) --durations=20 -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup --durations=20 -p no:cacheprovider $(PYTEST_ARGS)
 
 test-unit: setup
 	$(BIN)/python -m pytest -n $(JOBS) -m unit $(PYTEST_ARGS)
@@ -42,7 +42,7 @@ test-notebooks: setup
 	$(BIN)/python -m pytest -n $(JOBS) -m notebooks $(PYTEST_ARGS)
 
 test-grading: setup
-	$(BIN)/python -m pytest -n $(JOBS) -m grading $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup -m grading $(PYTEST_ARGS)
 
 test-browser: setup browser-deps
 	$(BIN)/python -m pytest -m browser $(PYTEST_ARGS)

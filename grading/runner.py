@@ -206,6 +206,10 @@ def execute(nb: dict, stage: Path, slot: int, limits: Limits, data_dir: str | No
     # the interpreter and its environment may live under a hidden folder (e.g. ~/.pyenv)
     for prefix in {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()}:
         keep.append([str(prefix), True])
+    # course_lib itself, wherever it is installed from (an editable install points into the
+    # course checkout, which may sit under a hidden folder such as /tmp)
+    import course_lib
+    keep.append([str(Path(course_lib.__file__).resolve().parent), True])
     if data_dir:
         keep.append([str(Path(data_dir).resolve()), True])
     spec = {"uid": uid, "namespaces": use_ns, "stage": str(stage), "workdir": workdir, "comm": str(comm),

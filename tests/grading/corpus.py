@@ -73,7 +73,7 @@ class Evil:
                             "ls /work/main/solutions > sol.txt 2>&1; echo pwned > /work/main/pwned.txt",))
 
 
-def cases(other_student_file: str = "/tmp/other/00_welcome.ipynb") -> list[Case]:
+def cases(other_student_file: str = "/tmp/other/00_welcome.ipynb", port: int = 9) -> list[Case]:
     nb = lambda d: {f"{NAME}.ipynb": d}  # noqa: E731
     C = []
     sol = _load("solution")
@@ -170,17 +170,18 @@ def cases(other_student_file: str = "/tmp/other/00_welcome.ipynb") -> list[Case]
     spy = GOOD + '''
 import os, socket
 found = {}
-for p in ["/work/main/solutions", "/work/main/grading", "/work/main/.git", "/root", "/tmp"]:
+for p in [ROOTDIR + "/solutions", ROOTDIR + "/grading", ROOTDIR + "/.git", "/root", "/tmp"]:
     try:
         found[p] = sorted(os.listdir(p))
     except Exception as e:
         found[p] = type(e).__name__
 try:
-    socket.create_connection(("1.1.1.1", 80), timeout=3)
+    # a listener the grader opened on the host's loopback: unreachable from the sandbox's own network
+    socket.create_connection(("127.0.0.1", PORT), timeout=3)
     found["net"] = "connected"
 except OSError as e:
     found["net"] = type(e).__name__
-for target in ["/work/main/grading/gradebook.db", "/work/main/solutions/x.txt", OTHER, "/work/main/notebooks/00_welcome/00_welcome.ipynb"]:
+for target in [ROOTDIR + "/grading/gradebook.db", ROOTDIR + "/solutions/x.txt", OTHER, ROOTDIR + "/notebooks/00_welcome/00_welcome.ipynb"]:
     try:
         open(target, "a").write("overwritten")
         found[target] = "written"
@@ -188,7 +189,7 @@ for target in ["/work/main/grading/gradebook.db", "/work/main/solutions/x.txt", 
         found[target] = type(e).__name__
 print("SPY", found)
 '''
-    spy = spy.replace("OTHER", repr(other_student_file))
+    spy = spy.replace("OTHER", repr(other_student_file)).replace("ROOTDIR", repr(str(ROOT))).replace("PORT", str(port))
     C.append(Case("spy", nb(with_answer(spy)), "graded", 1.0, flag="solutions",
                   what="reads solutions/gradebook, opens a socket, writes other files"))
     C.append(Case("evil_pickle", {f"{NAME}.ipynb": with_answer(GOOD + "\nimport pickle\nmodel = pickle.load(open('model.pkl', 'rb'))"),

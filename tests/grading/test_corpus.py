@@ -33,12 +33,20 @@ def graded(tmp_path_factory):
     other.parent.mkdir(parents=True)
     other.write_text(json.dumps(corpus._load("solution")))
     before = other.read_bytes()
-    cases = corpus.cases(str(other))
+    # a TCP listener on the host's loopback: the sandboxed kernels must not reach it
+    import socket
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    cases = corpus.cases(str(other), port=listener.getsockname()[1])
     jobs = []
     for c in cases:
         folder = corpus.write(c, course / "submitted" / c.name / corpus.NAME)
         jobs.append((c.name, folder, course / "autograded" / c.name, course / "feedback" / c.name))
-    results = grade_many(corpus.NAME, jobs, TEST_LIMITS, workers=2)
+    try:
+        results = grade_many(corpus.NAME, jobs, TEST_LIMITS, workers=2)
+    finally:
+        listener.close()
     return {"cases": {c.name: c for c in cases}, "results": {r["student"]: r for r in results},
             "course": course, "other": other, "other_before": before}
 
@@ -83,7 +91,7 @@ def test_sandbox_hides_secrets_and_network(graded):
     r = graded["results"]["spy"]
     nb = (graded["course"] / "autograded" / "spy" / f"{corpus.NAME}.ipynb").read_text()
     line = next(l for l in nb.splitlines() if "SPY" in l)
-    assert "'/work/main/solutions': []" in line and "'/work/main/grading': []" in line, line
+    assert f"'{ROOT}/solutions': []" in line and f"'{ROOT}/grading': []" in line, line
     assert "'net': 'connected'" not in line
     assert "'written'" not in line, line
     assert graded["other"].read_bytes() == graded["other_before"], "another student's file was changed"

@@ -156,7 +156,7 @@ def attention_widget(model, histories: Sequence[np.ndarray], titles=None, users:
 
     def redraw(*_):
         with out:
-            out.clear_output(wait=True)
+            out.clear_output()  # not wait=True: headless executors (nbclient) can stall on it
             fig = plot_attention(model, histories[user.value], titles, pos.value, block.value - 1)
             display(fig)
             plt.close(fig)

@@ -16,6 +16,7 @@ SOLUTIONS = sorted(ROOT.glob("solutions/*/*.ipynb"))
 RELEASES = sorted(ROOT.glob("notebooks/*/*.ipynb"))
 OUT = ROOT / "build" / "executed"
 ALLOWED_IN_EXERCISES = {"NotImplementedError", "AssertionError"}
+CELL_TIMEOUT = 180  # SMOKE cells take seconds; a hung cell fails the run instead of stalling CI
 
 
 def _id(p: Path) -> str:
@@ -48,7 +49,7 @@ def _stderr_warnings(nb: dict) -> list[str]:
 @pytest.mark.parametrize("path", SOLUTIONS, ids=_id)
 def test_solution_runs_in_smoke_mode(path):
     name = _id(path)
-    res = nbrun.run(path, OUT / "solutions" / f"{name}.ipynb", {"SMOKE": True}, fast=True)
+    res = nbrun.run(path, OUT / "solutions" / f"{name}.ipynb", {"SMOKE": True}, fast=True, timeout=CELL_TIMEOUT)
     assert res.ok, f"{name} failed in SMOKE mode ({res.seconds:.0f} s):\n{res.error[-3000:]}"
     problems = expectations.check(res.records, expectations.load(name)["smoke"])
     assert not problems, f"{name} recorded unexpected results: {problems}"
@@ -62,7 +63,8 @@ def test_solution_runs_in_smoke_mode(path):
 @pytest.mark.parametrize("path", RELEASES, ids=_id)
 def test_release_runs_except_exercises(path):
     name = _id(path)
-    res = nbrun.run(path, OUT / "release" / f"{name}.ipynb", {"SMOKE": True}, fast=True, allow_errors=True)
+    res = nbrun.run(path, OUT / "release" / f"{name}.ipynb", {"SMOKE": True}, fast=True, allow_errors=True,
+                    timeout=CELL_TIMEOUT)
     nb = json.loads(Path(res.output).read_text(encoding="utf-8"))
     bad, exercise_errors = [], 0
     for i, cell in enumerate(nb["cells"]):
@@ -76,5 +78,7 @@ def test_release_runs_except_exercises(path):
                 bad.append(f"cell {i}: {out['ename']}: {out['evalue'][:200]}")
     assert not bad, f"{name}: cells outside the exercises fail without the student's answers:\n" + "\n".join(bad)
     assert exercise_errors > 0, f"{name}: the exercise stubs should fail their tests"
+    not_run = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code" and c.get("execution_count") is None]
+    assert not not_run, f"{name}: execution stopped before cells {not_run}: {res.error[-1500:]}"
     problems = expectations.check(res.records, expectations.load(name)["smoke"], require_all=False)
     assert not problems, f"{name} (release) recorded unexpected results: {problems}"

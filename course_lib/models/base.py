@@ -12,10 +12,25 @@ every model.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import numpy as np
 import torch
+
+
+def configure(config_cls, config=None, overrides: dict | None = None):
+    """A copy of ``config`` (default: ``config_cls()``) with ``overrides`` applied.
+
+    The caller's config object is never modified; an unknown field raises a TypeError that
+    lists the valid ones.
+    """
+    cfg = dataclasses.replace(config) if config is not None else config_cls()
+    names = [f.name for f in dataclasses.fields(cfg)]
+    unknown = sorted(set(overrides or {}) - set(names))
+    if unknown:
+        raise TypeError(f"{type(cfg).__name__} has no field {unknown[0]!r}; fields: {names}")
+    return dataclasses.replace(cfg, **(overrides or {}))
 
 
 def recommend_topk(scores, histories: Sequence[np.ndarray], k: int = 10, exclude_seen: bool = True) -> np.ndarray:

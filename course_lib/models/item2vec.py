@@ -26,7 +26,7 @@ only a history, so a brand-new user is served as is (no fold-in).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -34,7 +34,7 @@ import torch
 
 from ..env import get_device
 from ..prep import Split
-from .base import Recommender
+from .base import Recommender, configure
 
 __all__ = ["Item2VecConfig", "Item2Vec", "skipgram_pairs", "sgns_loss"]
 
@@ -113,11 +113,7 @@ class Item2Vec(Recommender):
     name = "item2vec"
 
     def __init__(self, config: Item2VecConfig | None = None, **overrides):
-        self.config = config or Item2VecConfig()
-        for key, value in overrides.items():
-            if not hasattr(self.config, key):
-                raise TypeError(f"Item2VecConfig has no field {key!r}; fields: {list(asdict(self.config))}")
-            setattr(self.config, key, value)
+        self.config = configure(Item2VecConfig, config, overrides)
         if self.config.negatives < 1 or self.config.pool < 1:
             raise ValueError("negatives and pool must be >= 1")
 

@@ -47,7 +47,7 @@ for RMSE) and :func:`most_similar` / :func:`nearest_items` (nearest items in a f
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -57,7 +57,7 @@ import torch
 
 from ..env import get_device
 from ..prep import Split, encode_ids, interaction_matrix
-from .base import Recommender
+from .base import Recommender, configure
 
 __all__ = [
     "random_split", "ExplicitMFConfig", "ExplicitMF", "BPRConfig", "BPRMF", "bpr_loss",
@@ -208,11 +208,7 @@ class ExplicitMF(Recommender):
     name = "ExplicitMF"
 
     def __init__(self, config: ExplicitMFConfig | None = None, **overrides):
-        self.config = config or ExplicitMFConfig()
-        for key, value in overrides.items():
-            if not hasattr(self.config, key):
-                raise TypeError(f"ExplicitMFConfig has no field {key!r}; fields: {list(asdict(self.config))}")
-            setattr(self.config, key, value)
+        self.config = configure(ExplicitMFConfig, config, overrides)
 
     # -- training ---------------------------------------------------------------
     def fit(self, split: Split, progress: bool = False, **kwargs) -> "ExplicitMF":
@@ -361,11 +357,7 @@ class BPRMF(Recommender):
     name = "BPR-MF"
 
     def __init__(self, config: BPRConfig | None = None, **overrides):
-        self.config = config or BPRConfig()
-        for key, value in overrides.items():
-            if not hasattr(self.config, key):
-                raise TypeError(f"BPRConfig has no field {key!r}; fields: {list(asdict(self.config))}")
-            setattr(self.config, key, value)
+        self.config = configure(BPRConfig, config, overrides)
 
     def fit(self, split: Split, progress: bool = False, eval_every: int = 0, **kwargs) -> "BPRMF":
         cfg = self.config
@@ -553,11 +545,7 @@ class ALS(Recommender):
     name = "ALS"
 
     def __init__(self, config: ALSConfig | None = None, **overrides):
-        self.config = config or ALSConfig()
-        for key, value in overrides.items():
-            if not hasattr(self.config, key):
-                raise TypeError(f"ALSConfig has no field {key!r}; fields: {list(asdict(self.config))}")
-            setattr(self.config, key, value)
+        self.config = configure(ALSConfig, config, overrides)
 
     def fit(self, split: Split, progress: bool = False, track_loss: bool = False, **kwargs) -> "ALS":
         cfg = self.config

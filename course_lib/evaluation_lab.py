@@ -35,7 +35,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .prep import PAD, pad_sequences
+from .models.bert4rec import mask_appended_inputs  # re-exported: the lab uses the model's own inference input
+from .prep import PAD
 
 # ----------------------------------------------------------------------------- notebook 08
 
@@ -250,10 +251,6 @@ def train_masked_epoch(model, data: torch.Tensor, optimizer, batch_size: int = 6
     return float(np.mean(losses))
 
 
-def mask_appended_inputs(histories: Sequence[np.ndarray], max_len: int, mask_token: int) -> torch.Tensor:
-    """What BERT4Rec reads at inference: each history followed by [MASK], last ``max_len`` tokens, left-padded."""
-    seqs = [np.append(np.asarray(h, dtype=np.int64), mask_token) for h in histories]
-    return torch.from_numpy(pad_sequences(seqs, max_len, side="left"))
 
 
 def ndcg_from_scores(scores, targets, seen=None, k: int = 10) -> torch.Tensor:

@@ -55,6 +55,12 @@ def mask_items(seq: torch.Tensor, mask_token: int, mask_prob: float,
     return inputs, labels
 
 
+def mask_appended_inputs(histories: Sequence[np.ndarray], max_len: int, mask_token: int) -> torch.Tensor:
+    """What BERT4Rec reads at inference: each history followed by [MASK], last ``max_len`` tokens, left-padded."""
+    seqs = [np.append(np.asarray(h, dtype=np.int64), mask_token) for h in histories]
+    return torch.from_numpy(pad_sequences(seqs, max_len, side="left"))
+
+
 @dataclass
 class BERT4RecConfig(SASRecConfig):
     """:class:`SASRecConfig` plus the masking (defaults: good on MovieLens-100k)."""
@@ -121,7 +127,4 @@ class BERT4Rec(SASRec):
 
     def _padded(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
         """Last ``max_len - 1`` items of each history followed by ``[MASK]``, left-padded."""
-        keep = self.config.max_len - 1
-        rows = [np.append(np.asarray(h, dtype=np.int64)[len(h) - keep:] if len(h) > keep else
-                          np.asarray(h, dtype=np.int64), self.mask_token) for h in histories]
-        return torch.from_numpy(pad_sequences(rows, self.config.max_len)).to(self.device)
+        return mask_appended_inputs(histories, self.config.max_len, self.mask_token).to(self.device)

@@ -139,6 +139,41 @@ def score(a: asg.Assignment, nb: dict, run) -> tuple[dict, list[str]]:
     return tests, flags
 
 
+# What a process says when it ran out of a resource: memory (Python, the C allocator, oneDNN),
+# processes, open files, disk. A test that fails this way may have a right answer.
+RESOURCE_SIGNS = (
+    ("memory", ("MemoryError", "can't allocate memory", "cannot allocate memory", "could not create a primitive",
+                "out of memory", "std::bad_alloc", "DefaultCPUAllocator")),
+    ("processes", ("Resource temporarily unavailable", "can't start new thread", "BlockingIOError")),
+    ("open files", ("Too many open files",)),
+    ("disk", ("File too large", "No space left on device")),
+)
+
+
+def resource_exhaustion(run, tests: dict) -> list[str]:
+    """Flags for review when a cell or test failed because the process ran out of a resource.
+
+    What a kernel does when memory runs out differs between machines (a MemoryError in the
+    student's cell, an allocation failure in a later test, or the kernel killed), so every
+    sign counts, and each one flags the submission: it is never a silent loss of points. (A
+    killed kernel already makes the row `incomplete`, which needs review too.)"""
+    found: dict[str, str] = {}
+    texts = [f"{c.ename}: {c.evalue}" for c in run.cells.values() if c.status not in ("ok", "skipped", "not run")]
+    texts += [t.get("reason", "") for t in tests.values()]
+    for text in texts:
+        low = text.lower()
+        for kind, signs in RESOURCE_SIGNS:
+            if kind not in found and any(s.lower() in low for s in signs):
+                found[kind] = text.strip().splitlines()[0][:160] if text.strip() else kind
+    return [f"resources: the run ran out of {kind} ({why}); the tests after it may have failed for that "
+            f"reason, not for a wrong answer: review it" for kind, why in found.items()]
+
+
+def needs_review(result: dict) -> bool:
+    """One rule for the grade sheet, the gradebook and the report."""
+    return result.get("status") != "graded" or bool(result.get("flags"))
+
+
 def _ungradable(a, student, reason, notes, seconds=0.0) -> dict:
     return {"student": student, "assignment": a.name, "status": "ungradable", "score": None,
             "max_score": a.max_score, "tests": {t.grade_id: {"points": t.points, "score": None, "passed": False,
@@ -198,7 +233,7 @@ def grade_submission(a: asg.Assignment, folder: Path | None, student: str, out_d
             r = run.cells.get(i)
             if g.get("role") in ("plain", "locked", "answer", "stub", "student") and r is not None and r.status != "ok":
                 cell_errors.append(f"{g.get('role')} cell {i}: {r.ename}: {r.evalue[:200]}")
-        flags = sorted(set(flags)) + tflags
+        flags = sorted(set(flags)) + tflags + resource_exhaustion(run, tests)
         status = "graded" if not run.problem else "incomplete"
         result = {"student": student, "assignment": a.name, "status": status,
                   "score": float(sum(t["score"] for t in tests.values())), "max_score": a.max_score,
@@ -215,6 +250,7 @@ def grade_submission(a: asg.Assignment, folder: Path | None, student: str, out_d
 def _finish(a, result, executed_nb, out_dir: Path, feedback_dir: Path | None) -> dict:
     from . import feedback
 
+    result["needs_review"] = needs_review(result)
     if executed_nb is not None:
         (out_dir / f"{a.name}.ipynb").write_text(json.dumps(executed_nb, indent=1, ensure_ascii=False), encoding="utf-8")
     (out_dir / "result.json").write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")

@@ -23,6 +23,7 @@ import unicodedata
 from pathlib import Path
 
 from . import assignment as asg
+from .autograde import needs_review
 
 ROOT = asg.ROOT
 GRADING = ROOT / "grading"
@@ -147,5 +148,5 @@ def sync_gradebook(name: str, rows: list[dict], course: Path = DEFAULT_COURSE) -
                 except MissingEntry:
                     continue
                 g.auto_score = t.get("score")
-                g.needs_manual_grade = r["status"] != "graded" or bool(r.get("flags"))
+                g.needs_manual_grade = needs_review(r)
             gb.db.commit()

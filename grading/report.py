@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 from . import assignment as asg
+from .autograde import needs_review
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -20,7 +21,7 @@ def grade_sheet(a: asg.Assignment, rows: list[dict], path: Path) -> Path:
         w.writerow(["student", "assignment", "score", "max_score", "status", *tests, "needs_review", "reason"])
         for r in sorted(rows, key=lambda r: r["student"]):
             per = [("" if r.get("tests", {}).get(g, {}).get("score") is None else r["tests"][g]["score"]) for g in tests]
-            review = r["status"] != "graded" or bool(r.get("flags"))
+            review = needs_review(r)
             reason = r.get("problem") or "; ".join(r.get("flags", []))
             w.writerow([r["student"], a.name, "" if r.get("score") is None else r["score"], a.max_score,
                         r["status"], *per, "yes" if review else "no", reason])

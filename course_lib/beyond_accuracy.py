@@ -1,7 +1,7 @@
 r"""Beyond accuracy: how diverse, how novel, how far from the user's past a list is.
 
-All functions take top-k lists as an ``(U, k)`` array of encoded item IDs (0 =
-padding, ignored) and are vectorised over users.
+All functions take top-k lists as an ``(U, k)`` array of encoded item IDs (IDs < 1: 0 =
+padding and the -1 fill of a short ``recommend`` list, are ignored) and are vectorised over users.
 
 * **Intra-list diversity** (Ziegler et al. 2005): the mean pairwise distance between the
   items of one list, :math:`\mathrm{ILD}(L) = \frac{1}{|L|(|L|-1)} \sum_{i \ne j \in L}

@@ -259,7 +259,9 @@ def ndcg_from_scores(scores, targets, seen=None, k: int = 10) -> torch.Tensor:
     ``scores``: (B, n + 1) (column 0 is padding and never a candidate); ``targets``: (B,)
     item IDs; ``seen``: (B, n + 1) bool, items excluded from the ranking. The target's
     rank :math:`r` counts candidates scoring at least as high; NDCG@k is
-    :math:`1/\log_2(r + 2)` if :math:`r < k`, else 0.
+    :math:`1/\log_2(r + 2)` if :math:`r < k`, else 0. A target that is itself in ``seen``
+    (a repeat of an earlier item) is excluded like every seen item: it scores 0, as in
+    :func:`course_lib.metrics.evaluate` and the lists ``recommend`` serves.
     """
     s = (scores if isinstance(scores, torch.Tensor) else torch.from_numpy(np.array(scores))).detach().float().cpu()
     t = torch.as_tensor(np.array(targets, dtype=np.int64)).reshape(-1)
@@ -270,9 +272,10 @@ def ndcg_from_scores(scores, targets, seen=None, k: int = 10) -> torch.Tensor:
         cand &= ~torch.as_tensor(seen, dtype=torch.bool).cpu()
     cand[:, 0] = False
     rows = torch.arange(len(s))
+    reachable = cand[rows, t].clone()  # False: the target is padding or was seen, so no list holds it
     cand[rows, t] = False
     rank = ((s >= s[rows, t][:, None]) & cand).sum(1).float()
-    return torch.where(rank < k, 1.0 / torch.log2(rank + 2), torch.zeros_like(rank))
+    return torch.where(reachable & (rank < k), 1.0 / torch.log2(rank + 2), torch.zeros_like(rank))
 
 
 __all__ = [

@@ -4,9 +4,20 @@ Two layers:
 
 * **per-list functions** (``hit_at_k``, ``precision_at_k``, ``recall_at_k``,
   ``ndcg_at_k``, ``reciprocal_rank``) take one ranked list and a set of relevant
-  items. They are short, readable, and what the exercises reimplement.
+  items. They are short, readable, and what the exercises reimplement. An item that
+  appears more than once in a list counts once, at its first position (a repeat is a
+  wasted slot, never a second hit), and a fill value such as -1 is simply not relevant,
+  so every metric stays in [0, 1].
 * **``evaluate``** scores users in batches, excludes what each user has already
   seen, and computes every metric from the *rank* of each held-out item.
+
+What "seen" means is one explicit choice, shared with
+:meth:`course_lib.models.base.Recommender.recommend`: ``exclude_seen=True`` (the default)
+removes the user's whole history from the candidates, so a held-out item that repeats an
+earlier one (repeat consumption) can never be recommended and counts as a miss;
+``exclude_seen=False`` keeps every item a candidate. Either way the HR@k of ``evaluate``
+is the HR@k of the lists ``recommend`` serves with the same option (ties aside: ``evaluate``
+counts them against the model).
 
 Ties count against the model. An item's rank is the number of candidate items that
 score **at least as high** as it does, so a model that gives every item the same
@@ -28,6 +39,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .models.base import topk_allowed
+
 # ----------------------------------------------------------------------------- per-list
 
 
@@ -37,6 +50,17 @@ def _topk_list(ranked, k: int) -> list:
     return list(ranked)[:k]
 
 
+def _hit_positions(ranked, rel: set, k: int | None = None) -> list[int]:
+    """0-based positions (within the first ``k``, or all) of relevant items, each item counted once: at its first occurrence."""
+    items = list(ranked) if k is None else _topk_list(ranked, k)
+    found, out = set(), []
+    for p, i in enumerate(items):
+        if i in rel and i not in found:
+            found.add(i)
+            out.append(p)
+    return out
+
+
 def hit_at_k(ranked: Sequence, relevant: Iterable, k: int) -> float:
     """1.0 if any relevant item is among the first ``k`` of ``ranked``."""
     rel = set(relevant)
@@ -44,22 +68,21 @@ def hit_at_k(ranked: Sequence, relevant: Iterable, k: int) -> float:
 
 
 def precision_at_k(ranked: Sequence, relevant: Iterable, k: int) -> float:
-    """Fraction of the first ``k`` slots that hold a relevant item."""
-    rel = set(relevant)
-    return sum(i in rel for i in _topk_list(ranked, k)) / k
+    """Fraction of the first ``k`` slots that hold a relevant item (a repeated item fills one slot, the rest are misses)."""
+    return len(_hit_positions(ranked, set(relevant), k)) / k
 
 
 def recall_at_k(ranked: Sequence, relevant: Iterable, k: int) -> float:
-    """Fraction of the relevant items found in the first ``k``."""
+    """Fraction of the relevant items found in the first ``k`` (each found item counted once)."""
     rel = set(relevant)
     if not rel:
         return 0.0
-    return sum(i in rel for i in _topk_list(ranked, k)) / len(rel)
+    return len(_hit_positions(ranked, rel, k)) / len(rel)
 
 
 def dcg_at_k(ranked: Sequence, relevant: Iterable, k: int) -> float:
-    rel = set(relevant)
-    return sum(1.0 / math.log2(p + 2) for p, i in enumerate(_topk_list(ranked, k)) if i in rel)
+    """Binary-relevance DCG@k; a relevant item that repeats earns its gain once, at its first position."""
+    return sum(1.0 / math.log2(p + 2) for p in _hit_positions(ranked, set(relevant), k))
 
 
 def ndcg_at_k(ranked: Sequence, relevant: Iterable, k: int) -> float:
@@ -90,7 +113,8 @@ def metrics_from_positions(positions: np.ndarray, n_relevant: np.ndarray, n_nega
     ``positions``: (U, T) float, ``inf`` for padding; ``n_relevant``: (U,);
     ``n_negatives``: (U,) candidates that are not relevant; ``neg_ranks``: (U, T) the
     number of non-relevant candidates at least as high as each relevant item (``nan``
-    for padding), used for AUC.
+    for padding), used for AUC. A relevant item that is no candidate at all (excluded as
+    seen) has position ``inf`` and a ``neg_rank`` equal to ``n_negatives`` (AUC 0).
     """
     out = {}
     valid = np.isfinite(positions)
@@ -107,7 +131,7 @@ def metrics_from_positions(positions: np.ndarray, n_relevant: np.ndarray, n_nega
     out["MRR"] = np.where(np.isfinite(first), 1.0 / (first + 1), 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         auc_each = 1.0 - neg_ranks / np.maximum(n_negatives, 1)[:, None]
-        out["AUC"] = np.nanmean(np.where(valid, auc_each, np.nan), axis=1)
+        out["AUC"] = np.nanmean(np.where(np.isnan(neg_ranks), np.nan, auc_each), axis=1)
     return pd.DataFrame(out)
 
 
@@ -172,7 +196,7 @@ def sample_negatives(seen_rows: np.ndarray, relevant: np.ndarray, n: int, n_item
 @torch.no_grad()
 def evaluate(model, split, stage: str = "test", ks: Sequence[int] = (10,), sampled: int | None = None,
              sampler: str = "uniform", batch_size: int = 512, seed: int = 0,
-             per_user: bool = False, progress: bool = False):
+             per_user: bool = False, progress: bool = False, exclude_seen: bool = True):
     """Evaluate ``model`` on ``split``'s ``stage`` items, excluding each user's seen items.
 
     ``model`` needs ``score(users, histories) -> (B, n_items + 1)``. Full ranking over
@@ -180,9 +204,17 @@ def evaluate(model, split, stage: str = "test", ks: Sequence[int] = (10,), sampl
     100 negatives drawn ``"uniform"``-ly or by ``"popularity"`` instead (the protocol
     the sequential-evaluation lesson takes apart).
 
+    ``exclude_seen`` is the same choice as in ``model.recommend``: True (the default)
+    removes the user's history (``split.history(stage)``) from the candidates, so a
+    held-out item the user had already seen (repeat consumption) is out of every list:
+    it counts as a miss (no hit, no gain, AUC 0 for it) but still as relevant. False
+    keeps every item, seen or not, a candidate (and a possible negative). So HR@k here
+    is the HR@k of the lists ``model.recommend(..., exclude_seen=...)`` serves.
+
     Returns a dict of means (``HR@k``, ``Recall@k``, ``Precision@k``, ``NDCG@k``,
     ``MRR``, ``AUC``, ``Coverage@k``, ``AvgPop@k``, ``users``), or ``(dict, frame)``
-    with one row per user when ``per_user``.
+    with one row per user when ``per_user``. ``Coverage@k`` and ``AvgPop@k`` are
+    computed on those same top-k lists; slots with no candidate left (-1 fills) are ignored.
     """
     if sampler not in ("uniform", "popularity"):
         raise ValueError("sampler must be 'uniform' or 'popularity'")
@@ -212,18 +244,18 @@ def evaluate(model, split, stage: str = "test", ks: Sequence[int] = (10,), sampl
         if torch.isnan(scores).any():
             raise ValueError("model.score returned NaN scores; check the model's training (exploding loss?)")
         seen_b = torch.from_numpy(seen[u].toarray() > 0)
+        if not exclude_seen:
+            seen_b = torch.zeros_like(seen_b)
         rel_t = torch.from_numpy(rel)
         rel_mask = torch.zeros_like(seen_b)
         rel_mask.scatter_(1, rel_t, True)
         rel_mask[:, 0] = False
         pad = rel_t == 0
+        blocked = seen_b.gather(1, rel_t) & ~pad  # relevant but excluded: never in a served list
         t_scores = scores.gather(1, rel_t)  # (B, T)
 
-        # top-k for coverage / popularity: everything seen or padding excluded
-        masked = scores.clone()
-        masked[seen_b] = -torch.inf
-        masked[:, 0] = -torch.inf
-        topk_all.append(torch.topk(masked, min(kmax, n_items), dim=1).indices.numpy())
+        # the served top-k lists (the same function as Recommender.recommend), for coverage / popularity
+        topk_all.append(topk_allowed(scores, seen_b, kmax))
 
         if sampled is None:
             cand = ~(seen_b | rel_mask)
@@ -241,8 +273,9 @@ def evaluate(model, split, stage: str = "test", ks: Sequence[int] = (10,), sampl
             neg_scores = scores.gather(1, negs)  # (B, n)
             neg_rank = (neg_scores[:, None, :] >= t_scores[:, :, None]).sum(2).float()
             n_neg = torch.full((B,), sampled)
+        neg_rank = torch.where(blocked, n_neg[:, None].float(), neg_rank)  # below every negative: AUC 0
         neg_rank = torch.where(pad, torch.tensor(float("nan")), neg_rank).numpy()
-        positions = _positions_from_neg_ranks(neg_rank)
+        positions = _positions_from_neg_ranks(np.where(blocked.numpy(), np.inf, neg_rank))
         frame = metrics_from_positions(positions, (~pad).sum(1).numpy(), n_neg.numpy(), neg_rank, ks)
         frame.insert(0, "user", u)
         frames.append(frame)
@@ -258,14 +291,22 @@ def evaluate(model, split, stage: str = "test", ks: Sequence[int] = (10,), sampl
 
 
 def catalog_coverage(topk: np.ndarray, n_items: int) -> float:
-    """Share of the catalog (items 1..n) that appears in at least one top-k list."""
+    """Share of the catalog (items 1..n) that appears in at least one top-k list (IDs < 1, padding and -1 fills, ignored)."""
     items = np.unique(np.asarray(topk))
-    return float(np.count_nonzero(items > 0) / n_items)
+    return float(np.count_nonzero((items > 0) & (items <= n_items)) / n_items)
 
 
 def average_popularity(topk: np.ndarray, popularity: np.ndarray) -> float:
-    """Mean training popularity (interaction count) of the recommended items."""
-    return float(np.asarray(popularity, dtype=float)[np.asarray(topk)].mean())
+    """Mean training popularity (interaction count) of the recommended items.
+
+    Only real items count: IDs < 1 (padding 0, the -1 fill of a short list) are ignored;
+    ``nan`` when no list holds an item.
+    """
+    topk = np.asarray(topk, dtype=np.int64)
+    items = topk[topk > 0]
+    if items.size == 0:
+        return float("nan")
+    return float(np.asarray(popularity, dtype=float)[items].mean())
 
 
 def bootstrap_ci(per_user: np.ndarray, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float, float]:

@@ -75,10 +75,14 @@ def _history(history) -> np.ndarray:
 
 
 def top_k(model, history, user: int = 0, k: int = 10) -> np.ndarray:
-    """``model``'s top-``k`` item IDs for one user (``user=0``: a new user known by ``history`` only)."""
+    """``model``'s top-``k`` item IDs for one user (``user=0``: a new user known by ``history`` only).
+
+    Fewer than ``k`` when fewer unseen items are left (the -1 fills of ``recommend`` are dropped).
+    """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    return np.asarray(model.recommend(np.array([int(user)]), [_history(history)], k=k))[0]
+    ids = np.asarray(model.recommend(np.array([int(user)]), [_history(history)], k=k))[0]
+    return ids[ids > 0]
 
 
 def _check_models(models: Mapping) -> None:
@@ -104,7 +108,8 @@ def side_by_side(models: Mapping, history, items_frame: pd.DataFrame, item_map, 
     for name, model in models.items():
         ids = top_k(model, history, user=user, k=k)
         rows = info.loc[ids]
-        cols[name] = [f"{lab} · {g}" if genres and g else lab for lab, g in zip(rows["label"], rows["genres"])]
+        cells = [f"{lab} · {g}" if genres and g else lab for lab, g in zip(rows["label"], rows["genres"])]
+        cols[name] = cells + [""] * (k - len(cells))  # nothing left to recommend: an empty cell
     table = pd.DataFrame(cols, index=pd.Index(np.arange(1, k + 1), name="rank"))
     return table
 

@@ -5,7 +5,9 @@
 * ``score(users, histories)`` returns a ``(len(users), n_items + 1)`` array or tensor,
   higher is better, column 0 (padding) ignored. Models use whichever input they need:
   matrix factorization the user IDs, sequential models the time-ordered histories;
-* ``recommend(users, histories, k)`` is the same for all: top-k with seen items removed.
+* ``recommend(users, histories, k)`` is the same for all: top-k with seen items removed
+  (``exclude_seen=True``, the default; the evaluator uses the same definition of "seen"),
+  and ``-1`` (:data:`NO_ITEM`) filling the slots that no unseen item is left for.
 
 So one evaluator (:func:`course_lib.metrics.evaluate`) and one plotting helper serve
 every model.
@@ -33,18 +35,63 @@ def configure(config_cls, config=None, overrides: dict | None = None):
     return dataclasses.replace(cfg, **(overrides or {}))
 
 
-def recommend_topk(scores, histories: Sequence[np.ndarray], k: int = 10, exclude_seen: bool = True) -> np.ndarray:
-    """Top-``k`` item IDs per row of ``scores``, never padding, never (if asked) a seen item."""
+NO_ITEM = -1
+"""The fill value of a top-k list that has fewer candidates than slots (never a valid item ID)."""
+
+
+def topk_allowed(scores, excluded, k: int) -> np.ndarray:
+    """Top-``k`` columns of ``scores`` among the columns not ``excluded``, best first.
+
+    ``scores``: ``(B, n_items + 1)``; ``excluded``: ``(B, n_items + 1)`` bool (column 0,
+    padding, is always excluded). Returns ``(B, min(k, n_items))`` int64; a row with fewer
+    than that many allowed items ends with :data:`NO_ITEM` (-1) fills, so an excluded item
+    is never returned, whatever the scores (-inf or NaN included).
+    """
     s = torch.as_tensor(scores).detach().float().cpu().clone()
     if s.ndim != 2:
         raise ValueError(f"scores must be 2-D (users x items+1), got shape {tuple(s.shape)}")
-    s[:, 0] = -torch.inf
+    ex = torch.as_tensor(excluded, dtype=torch.bool).cpu().clone()
+    if ex.shape != s.shape:
+        raise ValueError(f"excluded has shape {tuple(ex.shape)}, scores {tuple(s.shape)}")
+    ex[:, 0] = True
+    width = max(min(int(k), s.shape[1] - 1), 0)
+    # allowed items first (by score, NaN counted as highest), excluded ones after all of them
+    key = torch.where(ex, torch.tensor(-torch.inf), torch.nan_to_num(s, nan=torch.inf, posinf=torch.inf,
+                                                                      neginf=torch.finfo(s.dtype).min))
+    top = torch.topk(key, width, dim=1).indices
+    n_allowed = (~ex).sum(1, keepdim=True)
+    top = torch.where(torch.arange(width)[None, :] < n_allowed, top, torch.tensor(NO_ITEM))
+    return top.numpy().astype(np.int64)
+
+
+def seen_mask(histories: Sequence[np.ndarray], n_columns: int) -> torch.Tensor:
+    """``(len(histories), n_columns)`` bool: True at every item of each history."""
+    mask = torch.zeros(len(histories), n_columns, dtype=torch.bool)
+    for r, h in enumerate(histories):
+        if len(h):
+            mask[r, torch.from_numpy(np.array(h, dtype=np.int64))] = True  # a copy: histories may be read-only
+    return mask
+
+
+def recommend_topk(scores, histories: Sequence[np.ndarray], k: int = 10, exclude_seen: bool = True) -> np.ndarray:
+    """Top-``k`` item IDs per row of ``scores``: never padding, never (if ``exclude_seen``) a seen item.
+
+    Returns an int64 array ``(len(histories), min(k, n_items))``, best first. When a row has
+    fewer candidates than that (``k`` exceeds the items the user has not seen), its list
+    ends with :data:`NO_ITEM` (-1) fills instead: drop them with ``row[row > 0]`` before
+    decoding. :func:`course_lib.metrics.evaluate` ranks against the same candidates
+    (``exclude_seen`` there means the same), so its HR@k is the HR@k of these lists.
+    """
+    s = torch.as_tensor(scores)
+    if s.ndim != 2:
+        raise ValueError(f"scores must be 2-D (users x items+1), got shape {tuple(s.shape)}")
+    if len(histories) != s.shape[0]:
+        raise ValueError(f"got {s.shape[0]} rows of scores but {len(histories)} histories")
     if exclude_seen:
-        for r, h in enumerate(histories):
-            if len(h):
-                s[r, torch.from_numpy(np.array(h, dtype=np.int64))] = -torch.inf  # a copy: histories may be read-only
-    k = min(k, s.shape[1] - 1)
-    return torch.topk(s, k, dim=1).indices.numpy()
+        excluded = seen_mask(histories, s.shape[1])
+    else:
+        excluded = torch.zeros(s.shape, dtype=torch.bool)
+    return topk_allowed(s, excluded, k)
 
 
 class Recommender:
@@ -60,6 +107,8 @@ class Recommender:
         raise NotImplementedError(f"{type(self).__name__} does not implement score()")
 
     def recommend(self, users, histories, k: int = 10, exclude_seen: bool = True) -> np.ndarray:
+        """Top-``k`` item IDs per user, best first (see :func:`recommend_topk`: -1 fills when
+        fewer than ``k`` items are left to recommend)."""
         users = np.atleast_1d(np.asarray(users, dtype=np.int64))
         return recommend_topk(self.score(users, histories), histories, k, exclude_seen)
 

@@ -114,3 +114,19 @@ def test_widget_callbacks_update_the_table(world):
         demo.set_user(10_000)
     empty = build_widget(models, split, items, user=None)
     assert empty.mode.value == "profile" and empty.table.empty
+
+
+def test_a_history_that_leaves_fewer_than_k_items(world):
+    """k above the unseen items left: the demo shows what is left, then empty cells, never a seen item."""
+    split, items, models = world
+    n = split.n_items
+    history = np.arange(1, n - 1)  # all but the last two items
+    for name, model in models.items():
+        ids = top_k(model, history, user=0, k=5)
+        assert sorted(ids.tolist()) == [n - 1, n], name
+    table = side_by_side(models, history, items, split.item_map, k=5, user=0, genres=False)
+    assert table.shape == (5, 3)
+    info = item_info(items, split.item_map)
+    for col in table.columns:
+        assert sorted(table[col][:2]) == sorted(info.loc[[n - 1, n], "label"]) and list(table[col][2:]) == [""] * 3
+    assert overlap(models, history, k=5).to_numpy().min() == 1.0

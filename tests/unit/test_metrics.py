@@ -9,6 +9,8 @@ import torch
 from course_lib import metrics, prep
 from course_lib.models.base import Recommender
 
+pytestmark = pytest.mark.unit
+
 
 class FixedScores(Recommender):
     """Returns a given score matrix row per user id (tests only)."""
@@ -21,12 +23,12 @@ class FixedScores(Recommender):
         return self.table[np.asarray(users)]
 
 
-def random_split(rng, n_users=30, n_items=25, max_hist=12, multi=False, ties=False):
+def random_split(rng, n_users=30, n_items=25, max_hist=12, multi=False, ties=False, repeats=False):
     rows = []
     t = 0
     for u in range(1, n_users + 1):
         n = rng.integers(3, max_hist)
-        for i in rng.choice(np.arange(1, n_items + 1), size=n, replace=False):
+        for i in rng.choice(np.arange(1, n_items + 1), size=n, replace=repeats):
             rows.append((u, int(i), 4.0, int(rng.integers(0, 10_000)) if multi else t))
             t += 1
     df = pd.DataFrame(rows, columns=["user", "item", "rating", "timestamp"])
@@ -38,17 +40,22 @@ def random_split(rng, n_users=30, n_items=25, max_hist=12, multi=False, ties=Fal
 
 
 def brute_force(split, table, stage, k):
-    """Per-user metrics by sorting every candidate list, ties broken against the relevant items."""
+    """Per-user metrics by sorting every candidate list, ties broken against the relevant items.
+
+    Candidates: the items the user has not seen. A relevant item seen before (a repeat) is in
+    no list: a miss, ranked below every negative for AUC.
+    """
     hist = split.history(stage)
     out = []
     for u, rel in split.targets(stage).groupby("user")["item"]:
         rel = set(rel)
-        seen = set(hist[u]) - rel
+        seen = set(hist[u])
         cands = [i for i in range(1, split.n_items + 1) if i not in seen]
         # sort by score descending; among equal scores non-relevant items first (pessimistic)
         ranked = sorted(cands, key=lambda i: (-table[u, i], i in rel))
-        n_neg = len(cands) - len(rel)
-        neg_ranks = [sum(1 for j in cands if j not in rel and table[u, j] >= table[u, r]) for r in rel]
+        n_neg = sum(1 for i in cands if i not in rel)
+        neg_ranks = [n_neg if r in seen else sum(1 for j in cands if j not in rel and table[u, j] >= table[u, r])
+                     for r in rel]
         out.append({
             "HR": metrics.hit_at_k(ranked, rel, k),
             "NDCG": metrics.ndcg_at_k(ranked, rel, k),
@@ -62,9 +69,10 @@ def brute_force(split, table, stage, k):
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("multi,ties", [(False, False), (False, True), (True, False), (True, True)])
-def test_full_ranking_matches_brute_force(seed, multi, ties):
+@pytest.mark.parametrize("repeats", [False, True])
+def test_full_ranking_matches_brute_force(seed, multi, ties, repeats):
     rng = np.random.default_rng(seed)
-    split, table = random_split(rng, multi=multi, ties=ties)
+    split, table = random_split(rng, multi=multi, ties=ties, repeats=repeats)
     k = int(rng.integers(1, 8))
     got = metrics.evaluate(FixedScores(table), split, "test", ks=(k,), batch_size=7)
     want = brute_force(split, table, "test", k)
@@ -134,6 +142,40 @@ def test_per_list_metrics_hand_computed():
     assert metrics.reciprocal_rank(ranked, {1}) == 0.25
     with pytest.raises(ValueError):
         metrics.ndcg_at_k(ranked, {1}, 0)
+
+
+def test_per_list_metrics_count_a_repeated_item_once():
+    """The reported case, then the rule: a repeat is a wasted slot, never a second hit."""
+    assert metrics.ndcg_at_k([11, 11, 11, 9], {11}, 4) == 1.0
+    assert metrics.recall_at_k([11, 11, 11, 9], {11}, 4) == 1.0
+    assert metrics.precision_at_k([11, 11, 11, 9], {11}, 4) == 0.25
+    assert metrics.ndcg_at_k([3, 11, 11, 9], {11, 9}, 4) == pytest.approx(
+        (1 / math.log2(3) + 1 / math.log2(5)) / (1 + 1 / math.log2(3)))  # 9 keeps its own slot (4th)
+    assert metrics.dcg_at_k([5, 5], {5}, 2) == 1.0
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_per_list_metrics_stay_in_unit_interval_with_repeats(seed):
+    """Random lists with repeated items (and -1 fills): every metric in [0, 1], and equal to the same
+    metric on the list with its repeats replaced by an item that is never relevant."""
+    rng = np.random.default_rng(seed)
+    n_items = int(rng.integers(1, 15))
+    ranked = rng.integers(-1, n_items + 1, size=int(rng.integers(1, 20))).tolist()
+    relevant = set(rng.choice(np.arange(1, n_items + 1), size=int(rng.integers(0, n_items + 1)), replace=False).tolist())
+    k = int(rng.integers(1, 25))
+    firsts, seen = [], set()
+    for i in ranked:  # the same list with every repeat replaced by a filler
+        firsts.append(i if i not in seen else -99)
+        seen.add(i)
+    for name, fn in [("hit", metrics.hit_at_k), ("precision", metrics.precision_at_k),
+                     ("recall", metrics.recall_at_k), ("ndcg", metrics.ndcg_at_k)]:
+        v = fn(ranked, relevant, k)
+        assert 0.0 <= v <= 1.0 + 1e-12, (name, ranked, relevant, k, v)
+        assert v == pytest.approx(fn(firsts, relevant, k)), name
+    rr = metrics.reciprocal_rank(ranked, relevant)
+    assert 0.0 <= rr <= 1.0 and rr == metrics.reciprocal_rank(firsts, relevant)
+    ideal = sum(1 / math.log2(p + 2) for p in range(min(len(relevant), k)))
+    assert metrics.dcg_at_k(ranked, relevant, k) <= ideal + 1e-12
 
 
 def test_coverage_and_average_popularity():

@@ -6,8 +6,12 @@ the rest, the same way on a CPU and on a GPU:
 
 * the device is chosen **once** (:func:`course_lib.get_device`: cuda, then mps,
   then cpu) and the model moved there;
-* everything is seeded (``seed_everything`` for initialisation and dropout, a
-  separate ``torch.Generator`` for the shuffling), so a run is reproducible;
+* everything is seeded: the model's weights are **re-initialised** from ``seed``
+  (:func:`reset_parameters`: the weights a model gets when it is built right after
+  ``seed_everything(seed)``, whatever the global RNG did before), ``seed_everything``
+  covers dropout and masking, a separate ``torch.Generator`` the shuffling. So two
+  calls ``train(Model(...), split, seed=42)`` in one process give identical runs;
+  ``reinit=False`` continues from the model's current weights instead (fine-tuning);
 * AdamW, gradient clipping, bf16 autocast on CUDA (``amp=True``);
 * every ``eval_every`` epochs the model is scored on the validation items with the
   course's evaluator (full ranking, seen items excluded) and **early stopping**
@@ -52,6 +56,7 @@ class TrainConfig:
     progress: bool = True         # tqdm.auto bar over epochs, with loss / NDCG in the postfix
     max_batches: int | None = None  # cap batches per epoch (SMOKE mode)
     grad_clip: float | None = 1.0
+    reinit: bool = True           # re-initialise the weights from seed first (False: continue training)
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -130,10 +135,35 @@ def _model_max_len(model) -> int:
     return int(cfg.max_len)
 
 
+def reset_parameters(model, seed: int) -> None:
+    """Re-initialise ``model``'s weights from ``seed``, on the CPU, without touching the global RNG.
+
+    The result is the model that its constructor builds right after
+    ``torch.manual_seed(seed)`` (models with their own ``reset_parameters()`` draw in the
+    constructor's order; otherwise every submodule's ``reset_parameters()`` is called in
+    order). The weights are drawn on the CPU (the same on every machine), then the model goes
+    back to the device it was on; the global torch RNG state is left as it was.
+    """
+    params = list(model.parameters())
+    device = params[0].device if params else torch.device("cpu")
+    model.to("cpu")
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(int(seed))
+        if hasattr(model, "reset_parameters"):
+            model.reset_parameters()
+        else:
+            for m in model.modules():
+                if m is not model and hasattr(m, "reset_parameters"):
+                    m.reset_parameters()
+    model.to(device)
+
+
 def train(model, split, config: TrainConfig | None = None, **overrides) -> History:
     """Train ``model`` on ``split.train`` with early stopping on validation NDCG@10.
 
     ``overrides`` replace fields of ``config`` (``train(model, split, epochs=5, lr=3e-3)``).
+    The seed covers everything: the weights are first re-initialised from ``config.seed``
+    (unless ``reinit=False``), so the same seed gives the same run in one process or two.
     The model ends with the weights of its best validation epoch. Returns the History.
     """
     if not hasattr(model, "loss") or not hasattr(model, "score"):
@@ -148,6 +178,8 @@ def train(model, split, config: TrainConfig | None = None, **overrides) -> Histo
 
     device = get_device(cfg.device)
     seed_everything(cfg.seed)
+    if cfg.reinit:
+        reset_parameters(model, cfg.seed)
     model.to(device)
     data = training_sequences(split, _model_max_len(model))
     if device.type == "cuda":
@@ -219,4 +251,4 @@ def train(model, split, config: TrainConfig | None = None, **overrides) -> Histo
     return history
 
 
-__all__ = ["TrainConfig", "History", "training_sequences", "train"]
+__all__ = ["TrainConfig", "History", "training_sequences", "reset_parameters", "train"]

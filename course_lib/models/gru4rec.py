@@ -89,6 +89,13 @@ class GRU4Rec(nn.Module, Recommender):
                           dropout=c.dropout if c.layers > 1 else 0.0)
         self.out = nn.Linear(c.hidden, n_items + 1)  # W_out, b_out: one row of scores per item
 
+    def reset_parameters(self) -> None:
+        """Draw fresh initial weights, in the constructor's order: after ``torch.manual_seed(s)``
+        the model equals one built right after ``torch.manual_seed(s)`` (see :func:`course_lib.train.train`)."""
+        for m in self.modules():
+            if m is not self and hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+
     # ------------------------------------------------------------------ padded sequences
     def hidden_states(self, seqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the GRU over left-padded ``(B, L)`` item IDs.
@@ -174,10 +181,14 @@ class GRU4Rec(nn.Module, Recommender):
 
 
 def train_session_parallel(model: GRU4Rec, split, epochs: int = 1, batch_size: int = 64, lr: float = 1e-3,
-                           seed: int = 42, max_steps: int | None = None, progress: bool = True) -> list[float]:
+                           seed: int = 42, max_steps: int | None = None, progress: bool = True,
+                           reinit: bool = True) -> list[float]:
     """Train ``model`` with session-parallel mini-batches over the training histories.
 
     Each user's training history is one session. Returns the mean loss of each epoch.
+    Like :func:`course_lib.train.train`, it first re-initialises the model's weights from
+    ``seed``, so the same seed gives the same run, whatever happened before
+    (``reinit=False``: continue from the current weights).
     The shared trainer (:func:`course_lib.train.train`) is the usual way; this is the
     original paper's scheme, for comparison.
     """
@@ -187,6 +198,10 @@ def train_session_parallel(model: GRU4Rec, split, epochs: int = 1, batch_size: i
     from ..seqdata import as_sessions, session_parallel_batches
 
     seed_everything(seed)
+    from ..train import reset_parameters
+
+    if reinit:
+        reset_parameters(model, seed)  # the seed covers initialisation too: two calls, two identical runs
     sessions = [s[-(model.config.max_len + 1):] for s in as_sessions(split.history("valid")[1:])]
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     model.train()

@@ -198,6 +198,15 @@ class SASRec(nn.Module, Recommender):
         self.ln_f = nn.LayerNorm(H)
         self.apply(self._init_weights)
 
+    def reset_parameters(self) -> None:
+        """Draw fresh initial weights, in the constructor's order: after ``torch.manual_seed(s)``
+        the model equals one built right after ``torch.manual_seed(s)`` (what :func:`course_lib.train.train`
+        relies on to make its ``seed`` cover initialisation)."""
+        for m in self.modules():
+            if m is not self and hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+        self.apply(self._init_weights)
+
     @property
     def n_vocab(self) -> int:
         """Rows of the item table: padding + items (BERT4Rec adds a [MASK] token)."""

@@ -31,6 +31,7 @@ Usage::
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,13 +40,20 @@ import scipy.sparse as sp
 
 from .knn import KNNConfig, _ItemNeighbourhood, cosine_similarity
 
-TOKEN = re.compile(r"[a-z0-9]+")
+TOKEN = re.compile(r"[^\W_]+")  # runs of Unicode letters and digits: "Misérables", "Амели", "1983"
 STOPWORDS = frozenset("a an and the of in on to for with at by from la le les el de des du der die das".split())
 
 
 def tokenize(text: str, stopwords=STOPWORDS) -> list[str]:
-    """Lower-case alphanumeric words of ``text`` minus stop words and one-letter words."""
-    return [w for w in TOKEN.findall(str(text).lower()) if len(w) > 1 and w not in stopwords]
+    """Lower-case alphanumeric words of ``text`` minus stop words and one-letter words.
+
+    Unicode-aware: accented and non-Latin letters are part of a word ("Misérables, Les" ->
+    ``['misérables']``), and the text is NFC-normalised first, so a letter written as a
+    base plus a combining accent gives the same word as the precomposed one. On ASCII text
+    it splits exactly as ``[a-z0-9]+`` does.
+    """
+    text = unicodedata.normalize("NFC", str(text)).lower()
+    return [w for w in TOKEN.findall(text) if len(w) > 1 and w not in stopwords]
 
 
 def tfidf(docs, min_df: int = 1, vocabulary: dict | None = None) -> tuple[sp.csr_matrix, dict]:

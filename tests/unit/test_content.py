@@ -25,6 +25,34 @@ def test_tokenize_drops_stopwords_and_case():
     assert tokenize("The Return of the JEDI (1983)") == ["return", "jedi", "1983"]
 
 
+@pytest.mark.parametrize("title,words", [
+    ("Misérables, Les", ["misérables"]),                      # MovieLens article order
+    ("Café au lait", ["café", "au", "lait"]),
+    ("Cérémonie, La", ["cérémonie"]),
+    ("Á köldum klaka (Cold Fever)", ["köldum", "klaka", "cold", "fever"]),
+    ("Nénette et Boni", ["nénette", "et", "boni"]),
+    ("Москва слезам не верит", ["москва", "слезам", "не", "верит"]),
+    ("Ζορμπάς ο Έλληνας", ["ζορμπάς", "έλληνας"]),
+    ("Être et avoir (2002)", ["être", "et", "avoir", "2002"]),
+    ("Straße der Sehnsucht", ["straße", "sehnsucht"]),
+    ("Cafe\u0301 Society", ["café", "society"]),             # decomposed accent: same word as precomposed
+])
+def test_tokenize_keeps_accented_and_non_latin_letters(title, words):
+    assert tokenize(title) == words
+
+
+def test_tokenize_random_accented_words_survive_whole():
+    """Random words mixing ASCII, accented and non-Latin letters: each comes back whole, once."""
+    rng = np.random.default_rng(0)
+    letters = list("abcdefghijklmnopqrstuvwxyz") + list("éèêëàâäîïôöûüùçñåøæœ") + list("абвгдежзийклмнопрстуфхцчшщыэюя") \
+        + list("αβγδεζηθικλμνξοπρστυφχψω")
+    for _ in range(200):
+        words = ["".join(rng.choice(letters, size=int(rng.integers(2, 9)))) for _ in range(int(rng.integers(1, 5)))]
+        words = [w for w in words if w not in ("la", "le", "el", "de", "du")]  # stop words
+        sep = rng.choice([" ", ", ", " - ", " (", ": "])
+        assert tokenize(sep.join(words)) == words
+
+
 def test_tfidf_by_hand():
     docs = [["toy", "story"], ["toy", "story", "2"], ["heat"]]
     M, vocab = tfidf(docs)

@@ -486,11 +486,28 @@ def _dense_or_sparse_rows(R):
     return rows.astype(np.int64), cols.astype(np.int64), R[rows, cols].astype(np.float32), R.shape
 
 
+def check_confidence_weights(values) -> None:
+    """Implicit ALS weights must be finite and >= 0 (the confidence is ``1 + alpha * r``).
+
+    A negative entry would lower an item's confidence below that of an unobserved one and can
+    make the system indefinite; raise a ValueError that says what was given instead.
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    bad = ~np.isfinite(v) | (v < 0)
+    if bad.any():
+        shown = ", ".join(f"{x:g}" for x in v[bad][:3])
+        raise ValueError(
+            f"implicit ALS expects interaction weights r >= 0 (confidence 1 + alpha * r), finite; "
+            f"got {int(bad.sum())} that are not ({shown}{', ...' if bad.sum() > 3 else ''}). "
+            "Pass 0/1 interactions or non-negative counts: drop dislikes (or set them to 0), never a negative value.")
+
+
 def als_half_step(R, Y, alpha: float, reg: float):
     r"""One ALS half-step: the best vector of **every** row of ``R`` given the column factors ``Y``.
 
     ``R``: ``(n_rows, n_cols)`` 0/1 matrix (scipy sparse or dense; a nonzero is an interaction,
-    its value scales the confidence); ``Y``: ``(n_cols, k)``. For each row :math:`u`
+    its value scales the confidence, so every value must be finite and >= 0: a ValueError
+    says otherwise); ``Y``: ``(n_cols, k)``. For each row :math:`u`
 
     .. math:: x_u = \bigl(Y^\top Y + \alpha \sum_{i\in u} r_{ui}\, y_i y_i^\top + \lambda I\bigr)^{-1}
                     \sum_{i \in u} (1 + \alpha r_{ui})\, y_i
@@ -505,6 +522,7 @@ def als_half_step(R, Y, alpha: float, reg: float):
     Yt = Yt.to(dtype)
     dev = Yt.device
     rows, cols, vals, shape = _dense_or_sparse_rows(R)
+    check_confidence_weights(vals)
     if shape[1] != Yt.shape[0]:
         raise ValueError(f"R has {shape[1]} columns but Y has {Yt.shape[0]} rows; they must match")
     k = Yt.shape[1]

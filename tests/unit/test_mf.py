@@ -1,4 +1,6 @@
 """Matrix factorization: explicit biased MF, BPR-MF, ALS, fold-in, the random rating split."""
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -171,6 +173,37 @@ def test_als_half_step_matches_the_per_user_solve():
         als_half_step(R, Y[:5], 1.0, 1.0)
     with pytest.raises(ValueError, match="reg"):
         als_half_step(R, Y, 1.0, 0.0)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_als_half_step_rejects_negative_or_non_finite_weights(seed):
+    """Any negative (or NaN / inf) confidence weight, dense or sparse: a ValueError that says what was
+    given and what is expected, instead of a silently raised score or an opaque Cholesky failure."""
+    import scipy.sparse as sp
+    rng = np.random.default_rng(seed)
+    n, m, k = int(rng.integers(2, 15)), int(rng.integers(2, 12)), int(rng.integers(1, 5))
+    R = (rng.random((n, m)) < 0.4) * rng.integers(1, 5, size=(n, m)).astype(float)
+    Y = rng.normal(size=(m, k))
+    als_half_step(R, Y, 1.0, 0.5)  # non-negative weights, zeros included: fine
+    bad = rng.choice([-1.0, -0.001, -50.0, np.nan, np.inf])
+    R[int(rng.integers(n)), int(rng.integers(m))] = bad
+    for matrix in (R, sp.csr_matrix(R), sp.coo_matrix(R)):
+        for factors in (Y, torch.tensor(Y)):
+            with pytest.raises(ValueError, match=r"expects interaction weights r >= 0") as err:
+                als_half_step(matrix, factors, alpha=float(rng.uniform(0, 3)), reg=0.5)
+            assert f"{bad:g}" in str(err.value)  # what was given
+
+
+def test_als_fit_input_is_validated():
+    """ALS.fit builds 0/1 interactions from split.train (ratings are not confidences), and its
+    confidence scale alpha must be >= 0."""
+    split = prep.leave_one_out(clustered_interactions(n_users=30))
+    neg = dataclasses.replace(split, train=split.train.assign(rating=-3.0))  # negative ratings: ignored
+    a = ALS(factors=2, iterations=2, device="cpu").fit(neg)
+    b = ALS(factors=2, iterations=2, device="cpu").fit(split)
+    assert torch.equal(a.Y, b.Y)
+    with pytest.raises(ValueError, match=r"alpha >= 0, got reg=1.0, alpha=-0.5"):
+        ALS(alpha=-0.5, iterations=1, device="cpu").fit(split)
 
 
 def test_fold_in_is_the_user_half_step():

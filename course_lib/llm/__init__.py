@@ -1,0 +1,18 @@
+"""Language models as recommenders: the shared toolkit of notebooks 10-17.
+
+* :mod:`~course_lib.llm.models`: load the course's offline models (the MiniLM sentence
+  encoder, SmolLM2-135M-Instruct) or a bigger one by name when online; device, dtype and
+  threads chosen once.
+* :mod:`~course_lib.llm.verbalize`: items, users and interactions as text (MovieLens quirks
+  fixed here, once).
+* :mod:`~course_lib.llm.encoder`: the LLM as encoder: cached text embeddings, cosine top-k,
+  a text k-NN recommender and a two-tower model behind the course's model interface.
+* :mod:`~course_lib.llm.scoring`: batched last-token scoring with left padding, and the
+  verbalizer probability of answer words from logits.
+
+Nothing outside ``course_lib.llm`` imports it, and ``transformers`` is imported lazily,
+so the rest of the course works without the ``[llm]`` extra.
+"""
+from .verbalize import clean_title, history_text, interaction_text, item_text, item_texts, user_profile
+
+__all__ = ["clean_title", "item_text", "item_texts", "user_profile", "interaction_text", "history_text"]

@@ -116,14 +116,24 @@ def cosine_topk(queries: np.ndarray, matrix: np.ndarray, k: int = 10, exclude: S
     return order[:, :k]
 
 
-def _history_vectors(histories, emb: np.ndarray, recent: int, decay: float) -> np.ndarray:
+def _history_vectors(histories, emb: np.ndarray, recent: int, decay: float, chunk: int = 2048) -> np.ndarray:
+    """Recency-weighted mean of the last ``recent`` item vectors of each history (zeros when empty).
+
+    Vectorised in chunks: histories are right-aligned into an index matrix padded with 0,
+    whose embedding row must be the zero vector."""
     out = np.zeros((len(histories), emb.shape[1]), dtype=np.float32)
-    for r, h in enumerate(histories):
-        h = np.asarray(h, dtype=np.int64)[-recent:]
-        if len(h) == 0:
-            continue
-        w = decay ** np.arange(len(h) - 1, -1, -1, dtype=np.float32)  # newest weight 1
-        out[r] = (w[:, None] * emb[h]).sum(0) / w.sum()
+    w_full = (decay ** np.arange(recent - 1, -1, -1)).astype(np.float32)  # newest (last column) weight 1
+    for start in range(0, len(histories), chunk):
+        part = histories[start: start + chunk]
+        idx = np.zeros((len(part), recent), dtype=np.int64)
+        for r, h in enumerate(part):
+            h = np.asarray(h, dtype=np.int64)[-recent:]
+            if len(h):
+                idx[r, recent - len(h):] = h
+        w = np.where(idx > 0, w_full[None, :], 0.0).astype(np.float32)
+        total = w.sum(1, keepdims=True)
+        vecs = np.einsum("nr,nrd->nd", w, emb[idx], optimize=True)
+        out[start: start + len(part)] = np.divide(vecs, total, out=np.zeros_like(vecs), where=total > 0)
     return out
 
 

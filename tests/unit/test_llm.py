@@ -246,3 +246,18 @@ def test_random_and_restricted_baselines():
         assert set(row[row > 0].tolist()) <= set(allowed)
     with pytest.raises(ValueError, match="allowed"):
         Restricted(rnd, [0])
+
+
+def test_history_vectors_match_a_plain_loop():
+    from course_lib.llm.encoder import _history_vectors
+    rng = np.random.default_rng(4)
+    emb = rng.normal(size=(40, 6)).astype(np.float32)
+    hists = [rng.integers(1, 40, size=int(rng.integers(0, 30))) for _ in range(50)]
+    got = _history_vectors(hists, emb, recent=7, decay=0.8, chunk=8)
+    for r, h in enumerate(hists):
+        h = h[-7:]
+        if len(h) == 0:
+            assert not got[r].any()
+            continue
+        w = 0.8 ** np.arange(len(h) - 1, -1, -1)
+        np.testing.assert_allclose(got[r], (w[:, None] * emb[h]).sum(0) / w.sum(), rtol=1e-5, atol=1e-6)

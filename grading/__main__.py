@@ -55,7 +55,14 @@ def cmd_autograde(args) -> int:
         extra = r.get("problem") or ("; ".join(r.get("flags", []))[:120])
         print(f"[{done[0]}/{len(jobs)}] {r['student']}: {r['status']} {sc} {extra}", flush=True)
 
-    rows = grade_many(name, jobs, _limits(args), args.workers, progress=progress)
+    from .autograde import CanaryFailed
+
+    print(f"grading the reference solution of {name} first (it must get full marks) ...", flush=True)
+    try:
+        rows = grade_many(name, jobs, _limits(args), args.workers, progress=progress)
+    except CanaryFailed as exc:
+        print(f"STOPPED: {exc}", file=sys.stderr)
+        return 3
     crs.sync_gradebook(name, rows, course)
     print(f"graded {len(rows)} submissions in {time.monotonic() - t0:.0f} s")
     return 0

@@ -69,7 +69,8 @@ def safe_id(raw: str) -> str:
 
 
 def collect_folder(name: str, src: Path, course: Path = DEFAULT_COURSE) -> list[str]:
-    """``src/<student>/...`` (a folder per student) or ``src/<student>.ipynb`` files."""
+    """``src/<student>/...`` (a folder per student), nbgrader's ``src/<student>/<assignment>/...``, or
+    ``src/<student>.ipynb`` files."""
     students = []
     for p in sorted(src.iterdir()):
         if p.name.startswith("."):
@@ -80,7 +81,10 @@ def collect_folder(name: str, src: Path, course: Path = DEFAULT_COURSE) -> list[
             shutil.rmtree(dest)
         dest.mkdir(parents=True)
         if p.is_dir():
-            shutil.copytree(p, dest, dirs_exist_ok=True, symlinks=True)
+            # nbgrader's own layout FOLDER/<student>/<assignment>/ and the flat FOLDER/<student>/
+            # collect to the same place (never <student>/<assignment>/<assignment>/)
+            inner = p / name
+            shutil.copytree(inner if inner.is_dir() else p, dest, dirs_exist_ok=True, symlinks=True)
         else:
             shutil.copy2(p, dest / (f"{name}.ipynb" if p.suffix == ".ipynb" else p.name))
         students.append(sid)

@@ -18,13 +18,15 @@ def grade_sheet(a: asg.Assignment, rows: list[dict], path: Path) -> Path:
     tests = [t.grade_id for t in a.tests]
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["student", "assignment", "score", "max_score", "status", *tests, "needs_review", "reason"])
+        w.writerow(["student", "assignment", "score", "max_score", "status", *tests, "needs_review", "reason",
+                    "notebook", "notes"])
         for r in sorted(rows, key=lambda r: r["student"]):
             per = [("" if r.get("tests", {}).get(g, {}).get("score") is None else r["tests"][g]["score"]) for g in tests]
             review = needs_review(r)
             reason = r.get("problem") or "; ".join(r.get("flags", []))
             w.writerow([r["student"], a.name, "" if r.get("score") is None else r["score"], a.max_score,
-                        r["status"], *per, "yes" if review else "no", reason])
+                        r["status"], *per, "yes" if review else "no", reason, r.get("notebook", ""),
+                        "; ".join(r.get("notes", []))])
     return path
 
 

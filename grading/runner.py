@@ -1,10 +1,11 @@
 """Execute a prepared notebook with its kernel in the sandbox (see sandbox.py).
 
-nbclient runs here, in the grader's own process; the kernel runs sandboxed. For each
-cell we keep the kernel's *execution reply status* ("ok" or "error"), which is what
-decides a test: it does not depend on what the cell printed (stderr, warnings) nor
-on how a traceback was displayed, so patching IPython's traceback display cannot
-fake a pass, and a library warning cannot fail a correct answer.
+nbclient runs here, in the grader's own process; the kernel runs sandboxed. This run makes
+the student's feedback: it gets the notebook with its *visible* tests only (no hidden test
+ever runs in it). For each cell we keep the kernel's execution reply status, which gives the
+messages shown to the student; the kernel is the student's, so the points never come from
+it: they come from the grading run (verdict.py), a separate process the submission does not
+control.
 """
 from __future__ import annotations
 
@@ -186,13 +187,11 @@ class GraderClient(NotebookClient):
         return super().output(outs, msg, display_id, cell_index)
 
 
-def execute(nb: dict, stage: Path, slot: int, limits: Limits, data_dir: str | None = None,
-            hide_extra: list[str] | None = None) -> RunResult:
-    """Run ``nb`` (nbformat dict) in a sandbox whose working folder is a copy of ``stage``."""
-    import nbformat
-
+def prepare_sandbox(stage: Path, slot: int, limits: Limits, data_dir: str | None = None,
+                    hide_extra: list[str] | None = None):
+    """A fresh private folder (``comm``, shared with the sandboxed process) and the sandbox's spec.
+    Returns (base folder to delete afterwards, comm, spec path, namespaces used?, sandbox description)."""
     use_ns, how = support()
-    t0 = time.monotonic()
     base = Path(tempfile.mkdtemp(prefix=f"grading-slot{slot}-"))
     os.chmod(base, 0o711)
     comm = base / "comm"
@@ -221,6 +220,16 @@ def execute(nb: dict, stage: Path, slot: int, limits: Limits, data_dir: str | No
     spec_path.write_text(json.dumps(spec))
     if not use_ns and uid is not None:
         os.chown(stage, uid, uid)
+    return base, comm, spec_path, use_ns, how
+
+
+def execute(nb: dict, stage: Path, slot: int, limits: Limits, data_dir: str | None = None,
+            hide_extra: list[str] | None = None) -> RunResult:
+    """Run ``nb`` (nbformat dict) in a sandbox whose working folder is a copy of ``stage``."""
+    import nbformat
+
+    t0 = time.monotonic()
+    base, comm, spec_path, use_ns, how = prepare_sandbox(stage, slot, limits, data_dir, hide_extra)
     node = nbformat.from_dict(nb)
     km = SandboxKernelManager(kernel_name="python3", transport="ipc", ip=str(comm / "k"),
                               connection_file=str(comm / "kernel.json"))

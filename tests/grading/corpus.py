@@ -78,8 +78,9 @@ def cases(other_student_file: str = "/tmp/other/00_welcome.ipynb", port: int = 9
     nb = lambda d: {f"{NAME}.ipynb": d}  # noqa: E731
     C = []
     sol = _load("solution")
-    C.append(Case("correct", nb(sol), "graded", 1.0, what="the reference solution"))
-    C.append(Case("correct_own_code", nb(with_answer(GOOD)), "graded", 1.0, what="a correct answer of its own"))
+    C.append(Case("correct", nb(sol), "graded", 1.0, review=False, what="the reference solution"))
+    C.append(Case("correct_own_code", nb(with_answer(GOOD)), "graded", 1.0, review=False,
+                  what="a correct answer of its own"))
     C.append(Case("blank", nb(_load("release")), "graded", 0.0, reason="NotImplementedError", what="the release, untouched"))
     C.append(Case("partly_wrong", nb(with_answer(WRONG_MEAN)),
                   "graded", 0.0, reason="hidden tests failed", what="passes the visible test, fails hidden ones"))
@@ -207,13 +208,240 @@ print("LEAK2", getattr(sys, "last_value", None), In, {k: v for k, v in globals()
 '''
     C.append(Case("leaker", nb(add_cell(with_answer(WRONG_MEAN), leak)),
                   "graded", 0.0, flag="linecache", what="prints the kernel's cell cache and last traceback after the tests"))
+    # several notebooks in one folder: the untouched release and the work saved as a copy (newer)
+    C.append(Case("two_notebooks", {f"{NAME}.ipynb": _load("release"), f"{NAME}-Copy1.ipynb": base},
+                  "graded", 1.0, note="graded `00_welcome-Copy1.ipynb`", review=False,
+                  what="the release untouched plus the work saved as -Copy1 (newer)"))
+    C.append(Case("two_notebooks_both_work", {f"{NAME}.ipynb": with_answer(WRONG_MEAN), f"{NAME}-Copy1.ipynb": base},
+                  "graded", 1.0, note="graded the newest", flag="2 notebooks hold work", review=True,
+                  what="two notebooks with different work: the newest is graded, flagged as ambiguous"))
+    C.append(Case("html_payload", nb(add_cell(with_answer(GOOD), HTML_PAYLOAD)), "graded", 1.0,
+                  what="displays <script>, an onerror handler, an iframe, next to a plot"))
+    C.extend(forgery_cases())
+    C.extend(leak_cases())
     return C
 
 
+HTML_PAYLOAD = '''
+from IPython.display import HTML, Image, display
+import io
+import matplotlib.pyplot as plt
+display(HTML("<script>document.title='pwned'</script><img src=x onerror=\\"alert(document.cookie)\\">"
+             "<iframe src='https://example.com'></iframe><b onclick='alert(1)'>bold but harmless</b>"
+             "<a href='javascript:alert(2)'>link</a>"))
+fig = plt.figure(figsize=(2, 2))
+plt.plot([1, 2, 3])
+buf = io.BytesIO()
+fig.savefig(buf, format="png")
+display(Image(buf.getvalue()))  # a plot, as the grading kernel (Agg backend) can show one
+'''
+
+BLANK = "def describe(df):\n    raise NotImplementedError"
+
+FORGE_DO_EXECUTE = '''
+from ipykernel.kernelapp import IPKernelApp
+_k = IPKernelApp.instance().kernel
+_orig = _k.do_execute
+async def _do_execute(*a, **kw):
+    r = _orig(*a, **kw)
+    if hasattr(r, "__await__"):
+        r = await r
+    if r.get("status") == "error":
+        r = {"status": "ok", "execution_count": r.get("execution_count"), "payload": [], "user_expressions": {}}
+    return r
+_k.do_execute = _do_execute
+'''
+
+FORGE_RUN_CELL = '''
+from IPython import get_ipython
+_sh = get_ipython()
+_orig_async, _orig = _sh.run_cell_async, _sh.run_cell
+def _clean(r):
+    r.error_in_exec = None
+    r.error_before_exec = None
+    return r
+async def _run_cell_async(*a, **kw):
+    return _clean(await _orig_async(*a, **kw))
+_sh.run_cell_async = _run_cell_async
+_sh.run_cell = lambda *a, **kw: _clean(_orig(*a, **kw))
+'''
+
+FORGE_TRACE = '''
+import sys, linecache
+def _skip_asserts(frame, event, arg):
+    frame.f_trace_lines = True
+    if event == "line":
+        try:
+            line = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
+            if line.startswith("assert") or "describe(" in line:
+                frame.f_lineno = frame.f_lineno + 1
+        except Exception:
+            pass
+    return _skip_asserts
+sys.settrace(_skip_asserts)
+'''
+
+FORGE_HOOKS = '''
+import sys, builtins
+class _Never(Exception):
+    pass
+builtins.AssertionError = _Never
+builtins.NotImplementedError = _Never
+sys.excepthook = lambda *a: None
+sys.setprofile(lambda *a: None)
+import threading
+threading.excepthook = lambda *a: None
+sys.unraisablehook = lambda *a: None
+'''
+
+FORGE_CHANNEL = '''
+import os, sys, gc
+def _forge(tag=b"0" * 32):
+    if "ipykernel" in sys.modules:
+        return  # only the grading run's channel is the target
+    cands = {tag}
+    try:
+        f = sys._getframe()
+        while f is not None:  # walk up to whatever called the test, looking for the nonce
+            for v in list(f.f_locals.values()) + list(f.f_globals.values()):
+                if isinstance(v, str) and len(v) == 32:
+                    cands.add(v.encode())
+            f = f.f_back
+    except Exception:
+        pass
+    try:
+        for o in gc.get_objects():
+            if isinstance(o, str) and len(o) == 32:
+                cands.add(o.encode())
+    except Exception:
+        pass
+    for c in cands:
+        for k in range(3):
+            for line in (b"E %d visible ok -" % k, b"E %d hidden ok -" % k, b"END"):
+                for fd in range(3, 40):
+                    try:
+                        os.write(fd, c + b" " + line + b"\\n")
+                    except OSError:
+                        pass
+def describe(df):
+    _forge()
+    raise NotImplementedError
+'''
+
+FORGE_EXIT = GOOD + '''
+import os
+_real = describe
+def describe(df):
+    if len(df) < 10:   # the hidden tests' tiny input: leave before an assert can fail
+        os._exit(0)
+    return _real(df)
+'''
+
+
+def forgery_cases() -> list[Case]:
+    """Ways to turn a failing test into a pass without a right answer (issue: a forged verdict)."""
+    nb = lambda d: {f"{NAME}.ipynb": d}  # noqa: E731
+    return [
+        Case("forge_do_execute", nb(with_answer(FORGE_DO_EXECUTE + BLANK)), "graded", 0.0, flag="verdict",
+             review=True, what="rewrites the kernel's error replies as ok (kernel.do_execute wrapped)"),
+        Case("forge_run_cell", nb(with_answer(FORGE_RUN_CELL + BLANK)), "graded", 0.0, flag="tampering",
+             review=True, what="clears the shell's ExecutionResult errors (run_cell/run_cell_async wrapped)"),
+        Case("forge_settrace", nb(with_answer(FORGE_TRACE + BLANK)), ("graded", "incomplete"), 0.0, flag="sys.settrace",
+             review=True, what="a tracer that jumps over the asserts and the calls"),
+        Case("forge_hooks", nb(with_answer(FORGE_HOOKS + BLANK)), "graded", 0.0, flag="tampering",
+             review=True, what="replaces AssertionError, sys.excepthook, a profiler, thread/unraisable hooks"),
+        Case("forge_channel", nb(with_answer(FORGE_CHANNEL)), "graded", 0.0, flag="forge",
+             review=True, what="walks frames and gc for the nonce, writes fake verdict lines to every fd"),
+        Case("forge_exit", nb(with_answer(FORGE_EXIT)), "graded", 0.0, review=True,
+             reason="process ended", what="os._exit(0) when the hidden tests call it, to look like success"),
+    ]
+
+
+LEAK_AUDIT = GOOD + '''
+import sys
+_seen = []
+def _keep(event, args):
+    if event == "compile" and args and isinstance(args[0], (str, bytes)):
+        _seen.append(args[0] if isinstance(args[0], str) else args[0].decode(errors="replace"))
+    elif event == "exec" and args and hasattr(args[0], "co_consts"):
+        _seen.append(repr(args[0].co_consts))
+sys.addaudithook(_keep)
+'''
+LEAK_AUDIT_END = '''
+import base64
+print(base64.b64encode("\\n".join(_seen).encode()).decode()[::-1])
+'''
+
+LEAK_TRACE = GOOD + '''
+import sys, threading
+_codes = []
+def _grab(frame, event, arg):
+    _codes.append(frame.f_code)
+    return None
+sys.settrace(_grab)
+threading.settrace(_grab)
+'''
+LEAK_TRACE_END = '''
+import sys
+sys.settrace(None)
+print("".join(repr(c.co_consts) + repr(c.co_names) for c in _codes).encode().hex())
+'''
+
+LEAK_GC_END = '''
+import gc, types
+_found = []
+for o in gc.get_objects():
+    if isinstance(o, types.CodeType):
+        _found.append(repr(o.co_consts))
+    elif isinstance(o, dict):
+        _found += [v for v in o.values() if isinstance(v, str) and len(v) > 20]
+print("\\n".join(_found)[::-1])
+'''
+
+LEAK_FILE = '''
+import sys, os
+def describe(df):
+    with open("/tmp/work/.seen.txt", "a") as f:
+        f.write(repr(sys._getframe(1).f_code.co_consts) + repr(sorted(sys._getframe(1).f_globals)) + "\\n")
+    return {"interactions": int(len(df)), "users": int(df["user"].nunique()),
+            "items": int(df["item"].nunique()), "mean_rating": float(df["rating"].mean())}
+'''
+LEAK_FILE_END = '''
+import base64, os
+for p in ("/tmp/work/.seen.txt", ".seen.txt"):
+    if os.path.exists(p):
+        print(base64.b64encode(open(p).read().encode()).decode())
+'''
+
+
+def leak_cases() -> list[Case]:
+    """Ways to smuggle the hidden tests out into the student's own feedback (none may work)."""
+    nb = lambda d: {f"{NAME}.ipynb": d}  # noqa: E731
+    return [
+        Case("leak_audit_hook", nb(add_cell(with_answer(LEAK_AUDIT), LEAK_AUDIT_END)), "graded", 1.0,
+             what="an audit hook keeps every compiled source; printed base64, reversed, at the end"),
+        Case("leak_settrace", nb(add_cell(with_answer(LEAK_TRACE), LEAK_TRACE_END)), "graded", 1.0,
+             what="a tracer keeps every frame's code; printed as hex at the end"),
+        Case("leak_gc", nb(add_cell(with_answer(GOOD), LEAK_GC_END)), "graded", 1.0,
+             what="scans gc.get_objects() for code and strings at the end, printed reversed"),
+        Case("leak_file", nb(add_cell(with_answer(LEAK_FILE), LEAK_FILE_END)), "graded", 1.0,
+             what="the answer writes its caller's code to a file, printed base64 at the end"),
+    ]
+
+
+LEAK_CASES = [c.name for c in leak_cases()]
+
+
 def write(case: Case, folder: Path) -> Path:
+    """The case's files, each one a minute newer than the one before (in the order given)."""
+    import os
+    import time
+
     folder.mkdir(parents=True, exist_ok=True)
-    for rel, content in case.files.items():
+    t0 = time.time() - 3600
+    for i, (rel, content) in enumerate(case.files.items()):
         p = folder / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(content if isinstance(content, bytes) else json.dumps(content, indent=1).encode())
+        os.utime(p, (t0 + 60 * i, t0 + 60 * i))
     return folder

@@ -128,10 +128,83 @@ def test_leaker_feedback_has_no_hidden_code(graded):
             assert line not in fb, (name, line)
 
 
+def test_feedback_is_inert(graded):
+    """The submission's own HTML (script, event handler, iframe) is not live in the feedback;
+    its plot is kept, as a data: URI image; the page forbids scripts (Content-Security-Policy)."""
+    import re
+
+    fb = (graded["course"] / "feedback" / "html_payload" / f"{corpus.NAME}.html").read_text(encoding="utf-8")
+    assert 'http-equiv="Content-Security-Policy"' in fb and "script-src 'none'" in fb
+    assert not re.search(r"<script", fb, re.IGNORECASE), "no script element at all"
+    assert not re.search(r"<(iframe|object|embed)\b", fb, re.IGNORECASE)
+    assert not re.search(r"<[^>]+\son[a-z]+\s*=", fb, re.IGNORECASE), "no event handler attribute"
+    assert not re.search(r"<a\b[^>]*href\s*=\s*[\"']?\s*javascript:", fb, re.IGNORECASE)
+    assert re.search(r'<img[^>]+src="data:image/png;base64,', fb), "the plot is kept"
+    assert "<b>bold but harmless</b>" in fb, "safe markup is kept"
+    assert graded["results"]["html_payload"]["score"] == 1.0
+
+
+def _decodings(text: str) -> list[str]:
+    """The feedback as the student could read it back: plain, reversed, and every base64 or hex
+    run in either direction, decoded."""
+    import base64
+    import binascii
+    import html as _html
+    import re
+
+    text = _html.unescape(text)
+    out = [text, text[::-1]]
+    for blob in (text, text[::-1]):
+        for tok in re.findall(r"[A-Za-z0-9+/=]{16,}", blob):
+            for cut in range(4):
+                t = tok[cut:]
+                t = t[: len(t) - len(t) % 4]
+                try:
+                    out.append(base64.b64decode(t, validate=False).decode("utf-8", errors="ignore"))
+                except (binascii.Error, ValueError):
+                    pass
+        for tok in re.findall(r"(?:[0-9a-fA-F]{2}){8,}", blob):
+            for cut in (0, 1):
+                t = tok[cut:]
+                t = t[: len(t) - len(t) % 2]
+                try:
+                    out.append(bytes.fromhex(t).decode("utf-8", errors="ignore"))
+                except ValueError:
+                    pass
+    return out
+
+
+@pytest.mark.parametrize("name", corpus.LEAK_CASES + ["leaker"])
+def test_hidden_tests_never_reach_the_feedback(graded, name):
+    """No hidden line in the student's feedback, plain or encoded (base64, reversed, hex): the
+    feedback comes from a run in which no hidden test ever executed."""
+    a = asg.load(corpus.NAME)
+    secrets = [ln for ln in a.hidden_lines() if len(ln) >= 12]
+    assert secrets
+    fb = (graded["course"] / "feedback" / name / f"{corpus.NAME}.html").read_text(encoding="utf-8")
+    texts = _decodings(fb)
+    for line in secrets:
+        for t in texts:
+            assert line not in t, (name, line)
+    # the executed notebook the instructor keeps (the feedback run) never ran a hidden test either
+    nb = (graded["course"] / "autograded" / name / f"{corpus.NAME}.ipynb").read_text(encoding="utf-8")
+    assert "BEGIN HIDDEN" not in nb and "[grader: hidden tests]" not in nb
+    if name in corpus.LEAK_CASES:
+        assert graded["results"][name]["score"] == 1.0, "a right answer keeps its points"
+
+
+def test_decodings_would_find_a_leak():
+    import base64
+    line = 'assert type(_got["interactions"]) is int and _got["interactions"] == 4'
+    for shown in (base64.b64encode(("xx\n" + line).encode()).decode()[::-1], line.encode().hex(), line[::-1],
+                  "&lt;" + base64.b64encode(("y" + line).encode()).decode()):
+        assert any(line in t for t in _decodings(f"<pre>{shown}</pre>")), shown
+
+
 def test_regrading_in_another_order_gives_identical_scores(graded, tmp_path):
     names = ["patch_numpy", "correct", "partly_wrong", "blank", "reordered", "stripped_metadata"]
     jobs = [(n, graded["course"] / "submitted" / n / corpus.NAME, tmp_path / "a" / n, None) for n in reversed(names)]
-    again = {r["student"]: r for r in grade_many(corpus.NAME, jobs, TEST_LIMITS, workers=2)}
+    again = {r["student"]: r for r in grade_many(corpus.NAME, jobs, TEST_LIMITS, workers=2, check_reference=False)}
     for n in names:
         first = graded["results"][n]
         assert again[n]["score"] == first["score"], n

@@ -27,7 +27,8 @@ def test_solution_gets_full_marks(name):
     failed = {k: t["reason"] for k, t in r["tests"].items() if not t["passed"]}
     assert r["score"] == r["max_score"] > 0, failed
     assert not r["cell_errors"], r["cell_errors"]
-    assert not [f for f in r["flags"] if f.startswith(("tampering", "integrity"))], r["flags"]
+    bad = ("tampering", "integrity", "verdict", "environment", "resources")
+    assert not [f for f in r["flags"] if f.startswith(bad)], r["flags"]
 
 
 @pytest.mark.parametrize("name", NAMES)

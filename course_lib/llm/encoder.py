@@ -298,6 +298,7 @@ class CrossEncoderConfig:
     negatives: int = 3           # per positive, drawn from the retriever's short list
     steps: int = 100
     batch_size: int = 8          # positives per step (each with its negatives)
+    micro_batch: int = 2         # positives per forward pass (gradients accumulated): bounds the memory
     lr: float = 3e-5
     freeze_encoder: bool = False  # True: frozen MiniLM features, only the head learns (the control)
     seed: int = 0
@@ -368,32 +369,40 @@ class CrossEncoder(Recommender):
             from tqdm.auto import tqdm
             steps = tqdm(steps, desc="cross-encoder", unit="step")
         t0 = time.perf_counter()
-        for _ in steps:
-            picks = rng.integers(0, len(seqs), size=c.batch_size)
-            hist, pos = [], []
-            for p in picks:
-                s = seqs[p]
-                t = int(rng.integers(1, len(s)))
-                hist.append(s[:t])
-                pos.append(int(s[t]))
-            with torch.no_grad():
-                short = self.retriever.recommend(np.zeros(len(hist), dtype=np.int64), hist, k=self.candidates)
-            utexts, items = [], []
-            for h, p, cand in zip(hist, pos, short):
-                negs = [int(x) for x in cand if x > 0 and x != p]
-                negs = list(rng.choice(negs, size=min(c.negatives, len(negs)), replace=False)) if negs else []
-                while len(negs) < c.negatives:
-                    negs.append(int(rng.integers(1, self.n_items + 1)))
-                ut = self.user_text(h)
-                for i in [p, *negs]:
-                    utexts.append(ut)
-                    items.append(int(i))
-            logits = self._logits(utexts, items).view(c.batch_size, 1 + c.negatives)
-            loss = F.cross_entropy(logits, torch.zeros(c.batch_size, dtype=torch.long, device=self.device))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            self.losses.append(loss.item())
+        with torch.random.fork_rng(devices=[]):  # dropout draws from the seed, not the global state
+            torch.manual_seed(c.seed)
+            for _ in steps:
+                picks = rng.integers(0, len(seqs), size=c.batch_size)
+                hist, pos = [], []
+                for p in picks:
+                    s = seqs[p]
+                    t = int(rng.integers(1, len(s)))
+                    hist.append(s[:t])
+                    pos.append(int(s[t]))
+                with torch.no_grad():
+                    short = self.retriever.recommend(np.zeros(len(hist), dtype=np.int64), hist, k=self.candidates)
+                utexts, items = [], []
+                for h, p, cand in zip(hist, pos, short):
+                    negs = [int(x) for x in cand if x > 0 and x != p]
+                    negs = list(rng.choice(negs, size=min(c.negatives, len(negs)), replace=False)) if negs else []
+                    while len(negs) < c.negatives:
+                        negs.append(int(rng.integers(1, self.n_items + 1)))
+                    ut = self.user_text(h)
+                    for i in [p, *negs]:
+                        utexts.append(ut)
+                        items.append(int(i))
+                group = 1 + c.negatives
+                opt.zero_grad()
+                loss = 0.0
+                for m in range(0, c.batch_size, c.micro_batch):  # accumulate: activations of a few pairs at a time
+                    sl = slice(m * group, min(m + c.micro_batch, c.batch_size) * group)
+                    logits = self._logits(utexts[sl], items[sl]).view(-1, group)
+                    part = F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=self.device),
+                                           reduction="sum") / c.batch_size
+                    part.backward()
+                    loss += part.detach()
+                opt.step()
+                self.losses.append(loss.item())
         self.train_s = time.perf_counter() - t0
         self.encoder.eval()
         return self

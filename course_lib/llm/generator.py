@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from ..models.base import NO_ITEM, Recommender
-from .verbalize import clean_title
+from .verbalize import PLACEHOLDER_TITLES, clean_title
 
 # ============================================================================= 1. prompts
 
@@ -57,6 +57,17 @@ def describe_history(titles: Sequence[str], max_items: int = 10) -> str:
         raise ValueError("the history is empty: a user needs at least one watched movie to be described")
     lines = [f"{i}. {t}" for i, t in enumerate(titles, 1)]
     return "I have watched these movies, oldest first:\n" + "\n".join(lines)
+
+
+def describe_ratings(titles: Sequence[str], ratings: Sequence[float], max_items: int = 10) -> str:
+    """The user as rated titles: ``"My ratings (1-5), oldest first:\n1. Toy Story: 4\n..."`` (last ``max_items``)."""
+    if len(titles) != len(ratings):
+        raise ValueError(f"{len(titles)} titles but {len(ratings)} ratings")
+    pairs = list(zip(titles, ratings))[-max_items:] if max_items else []
+    if not pairs:
+        raise ValueError("the history is empty: a user needs at least one rating to be described")
+    lines = [f"{i}. {clean_title(t)}: {float(r):g}" for i, (t, r) in enumerate(pairs, 1)]
+    return "My ratings (1-5), oldest first:\n" + "\n".join(lines)
 
 
 def describe_profile(profile: str) -> str:
@@ -216,8 +227,12 @@ def normalize_title(title: str) -> str:
     """The matching key of a title: article restored, year and ``[item N]`` removed, lower case,
     ``&`` as "and", punctuation as spaces, spaces collapsed. ``"Usual Suspects, The (1995)"``
     and ``"the usual suspects"`` get the same key."""
+    if title is None or (isinstance(title, float) and np.isnan(title)):
+        return ""
     t = re.sub(r"\s*\[item \d+\]\s*$", "", str(title))
     t = re.sub(r"\s*\((?:19|20)\d\d\)\s*$", "", t.strip())
+    if not t or t.lower() in PLACEHOLDER_TITLES:
+        return ""                                        # nothing to match (never "an untitled movie")
     t = clean_title(t).lower().replace("&", " and ")
     t = re.sub(r"[^\w\s]", " ", t)
     return re.sub(r"\s+", " ", t).strip()
@@ -438,11 +453,39 @@ def candidate_prompt(user_text: str, candidates: Sequence[str]) -> str:
             "Answer with the letter only.")
 
 
+def _keep_last_kwarg(model) -> dict:
+    """``logits_to_keep=1`` (or 4.x's ``num_logits_to_keep``) where the model takes it: only the
+    last position's logits are computed, not ``(batch, length, vocab)`` (hundreds of MB)."""
+    import inspect
+    params = inspect.signature(model.forward).parameters
+    for name in ("logits_to_keep", "num_logits_to_keep"):
+        if name in params:
+            return {name: 1}
+    return {}
+
+
+@torch.no_grad()
+def next_token_logits(lm, prompts: Sequence[str], batch_size: int = 8) -> torch.Tensor:
+    """``(len(prompts), vocab)`` next-token logits after each prompt, left padded, batched.
+
+    The same numbers as :func:`~course_lib.llm.scoring.last_token_logits`, with the memory of
+    one position per prompt instead of all of them."""
+    tok, model = lm.tokenizer, lm.model
+    if tok.padding_side != "left":
+        raise ValueError("next-token scoring needs tokenizer.padding_side == 'left'")
+    keep, out = _keep_last_kwarg(model), []
+    for s in range(0, len(prompts), batch_size):
+        batch = tok(list(prompts[s: s + batch_size]), return_tensors="pt", padding=True,
+                    add_special_tokens=False).to(lm.device)
+        out.append(model(**batch, **keep).logits[:, -1, :].float().cpu())
+    return torch.cat(out)
+
+
 def letter_probs(lm, prompts: Sequence[str], n: int, batch_size: int = 8) -> np.ndarray:
     """``(len(prompts), n)``: P(letter j | prompt) among the first ``n`` letters (next-token scoring)."""
-    from .scoring import answer_token_ids, last_token_logits, verbalizer_probs
+    from .scoring import answer_token_ids, verbalizer_probs
     ids = answer_token_ids(lm.tokenizer, list(LETTERS[:n]))
-    return verbalizer_probs(last_token_logits(lm, list(prompts), batch_size=batch_size), ids)
+    return verbalizer_probs(next_token_logits(lm, list(prompts), batch_size=batch_size), ids)
 
 
 @torch.no_grad()
@@ -459,7 +502,7 @@ def title_loglik(lm, prompt: str, titles: Sequence[str], batch_size: int = 32) -
     c_ids = [tok.encode(clean_title(t), add_special_tokens=False) for t in titles]
     if not p_ids or any(len(c) == 0 for c in c_ids):
         raise ValueError("an empty prompt or title has no likelihood")
-    out = model(input_ids=torch.tensor([p_ids], device=lm.device), use_cache=True)
+    out = model(input_ids=torch.tensor([p_ids], device=lm.device), use_cache=True, **_keep_last_kwarg(model))
     past = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
     # transformers 5 names the argument ``cache``; 4.x (e.g. on Colab) ``past_key_values``
     cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
@@ -484,6 +527,19 @@ def title_loglik(lm, prompt: str, titles: Sequence[str], batch_size: int = 32) -
             lp = [float(first[c[0]])] + [float(logp[r, j - 1, c[j]]) for j in range(1, len(c))]
             scores.append(float(np.mean(lp)))
     return np.asarray(scores)
+
+
+def rating_probs(lm, prompts: Sequence[str], batch_size: int = 8) -> np.ndarray:
+    """``(len(prompts), 5)``: P(answer digit = 1..5 | prompt), the next token after each prompt."""
+    from .scoring import answer_token_ids, verbalizer_probs
+    ids = answer_token_ids(lm.tokenizer, list("12345"))
+    return verbalizer_probs(next_token_logits(lm, list(prompts), batch_size=batch_size), ids)
+
+
+def expected_rating(probs: np.ndarray) -> np.ndarray:
+    """The mean of the 1-5 distribution per row: a rating prediction that uses all five probabilities."""
+    p = np.asarray(probs, dtype=float)
+    return p @ np.arange(1, p.shape[1] + 1) / p.sum(1)
 
 
 def rotations(m: int) -> np.ndarray:
@@ -555,7 +611,8 @@ class LLMGenerator(Recommender):
     ``titles[i]`` is the title of encoded item ``i`` (0: padding). ``prompt_fn(user, history)``
     returns the user turn (default: :func:`topk_prompt` of the last ``max_items`` titles);
     ``shots`` makes it few-shot. ``constrained=True`` decodes through the catalog trie with the
-    history banned. The raw answers are kept in ``outputs_`` (user -> text, titles, ids)."""
+    history banned (a last title cut short by ``max_new_tokens`` is dropped, so every title kept is
+    complete). The raw answers are kept in ``outputs_`` (user -> text, titles, ids, stats, served)."""
 
     name = "LLM (generated list)"
 
@@ -569,6 +626,10 @@ class LLMGenerator(Recommender):
         self.index = TitleIndex.from_titles(range(1, len(self.titles)), self.titles[1:])
         self.outputs_: dict = {}
         self._trie = None
+        groups: dict = {}
+        for i, t in enumerate(self.titles[1:], 1):
+            groups.setdefault(normalize_title(t), set()).add(i)
+        self._same_title = {i: g for g in groups.values() if len(g) > 1 for i in g}
 
     def fit(self, split, **kwargs) -> "LLMGenerator":
         if split.n_items != self.n_items:
@@ -591,7 +652,8 @@ class LLMGenerator(Recommender):
                 self._trie = catalog_trie(self.lm.tokenizer, range(1, len(self.titles)), self.titles[1:])
             trie, sep = self._trie
             eos = self.lm.tokenizer.eos_token_id
-            banned = [set(map(int, h)) for h in histories]
+            # a watched film is banned under every ID its title has (ml-100k lists some films twice)
+            banned = [set().union(*(self._same_title.get(int(i), {int(i)}) for i in h)) for h in histories]
         texts, prompts = [], self.prompts(users, histories)
         for s in range(0, len(prompts), self.batch_size):
             if self.constrained:  # banned sets are indexed by the row within the batch
@@ -601,6 +663,8 @@ class LLMGenerator(Recommender):
                               self.threads, factory, stop_at_blank_line=not self.constrained)
         lists = []
         for u, h, text in zip(users, histories, texts):
+            if self.constrained and not text.endswith("\n"):
+                text = text[: text.rfind("\n") + 1]   # a title cut short by max_new_tokens is dropped
             titles = parse_list(text)
             ids = ground_ids(titles, self.index, self.threshold)
             self.outputs_[int(u)] = {"text": text, "titles": titles, "ids": ids,

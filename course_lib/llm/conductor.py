@@ -71,6 +71,19 @@ class Corpus:
         if len(set(self.ids.tolist())) != n:
             raise ValueError("item IDs must be unique")
         self.position = {int(i): j for j, i in enumerate(self.ids)}
+        self.labels = sorted({g for gs in self.genres for g in gs})
+        self.genre_matrix = np.array([[g in gs for g in self.labels] for gs in self.genres], dtype=bool).reshape(
+            n, len(self.labels))
+        self.decades = np.array([-1 if y is None else int(y) // 10 * 10 for y in self.years], dtype=np.int64)
+
+    def matching(self, genres: Sequence[str], decade: int) -> np.ndarray:
+        """Boolean mask of the items that have every genre in ``genres`` and fall in ``decade``."""
+        mask = self.decades == int(decade)
+        for g in genres:
+            if g not in self.labels:
+                return np.zeros(len(self), dtype=bool)
+            mask &= self.genre_matrix[:, self.labels.index(g)]
+        return mask
 
     def text_of(self, item: int) -> str:
         return self.texts[self.position[int(item)]]
@@ -217,9 +230,14 @@ class DenseRetriever(Retriever):
         else:
             self.item_vecs = _unit(np.asarray(embed(list(corpus.texts)), dtype=np.float32))
         self.embed = embed
+        self._memo: dict[str, np.ndarray] = {}
 
     def scores(self, queries: Sequence[str]) -> np.ndarray:
-        q = _unit(np.asarray(self.embed([q if q.strip() else "." for q in queries]), dtype=np.float32))
+        texts = [q if q.strip() else "." for q in queries]
+        new = [t for t in dict.fromkeys(texts) if t not in self._memo]
+        if new:  # each distinct query is embedded once per retriever (the hybrid asks again)
+            self._memo.update(zip(new, _unit(np.asarray(self.embed(new), dtype=np.float32))))
+        q = np.stack([self._memo[t] for t in texts])
         return (q @ self.item_vecs.T).astype(np.float64)
 
 
@@ -338,7 +356,7 @@ def satisfies(genres: Sequence[str], year, want_genres: Sequence[str], decade: i
 
 def answer_set(corpus: Corpus, genres: Sequence[str], decade: int) -> frozenset:
     """IDs of every item of ``corpus`` that satisfies the constraints."""
-    return frozenset(int(i) for i, g, y in zip(corpus.ids, corpus.genres, corpus.years) if satisfies(g, y, genres, decade))
+    return frozenset(corpus.ids[corpus.matching(genres, decade)].tolist())
 
 
 def constraint_pool(corpus: Corpus, min_answers: int = 3, max_answers: int = 30, max_genres: int = 2,
@@ -346,13 +364,16 @@ def constraint_pool(corpus: Corpus, min_answers: int = 3, max_answers: int = 30,
     """Every (genres, decade) with one or two known genres whose answer set has between
     ``min_answers`` and ``max_answers`` items (+1 for a possible anchor), in a fixed order."""
     from itertools import combinations
-    labels = sorted({g for gs in corpus.genres for g in gs if g in GENRE_WORDS})
-    decades = sorted({d for d in (decade_of(y) for y in corpus.years) if d is not None})
+    labels = [g for g in corpus.labels if g in GENRE_WORDS]
+    decades = sorted(int(d) for d in set(corpus.decades.tolist()) if d >= 0)
+    col = {g: corpus.genre_matrix[:, corpus.labels.index(g)] for g in labels}
+    by_decade = {d: corpus.decades == d for d in decades}
     pool = []
     for n in range(1, max_genres + 1):
         for gs in combinations(labels, n):
+            has = np.logical_and.reduce([col[g] for g in gs])
             for d in decades:
-                size = len(answer_set(corpus, gs, d))
+                size = int(np.count_nonzero(has & by_decade[d]))
                 if min_answers <= size <= max_answers:
                     pool.append((gs, d))
     return pool
@@ -446,6 +467,24 @@ def recall_ceiling(queries: Sequence[Query], k: int) -> np.ndarray:
     return np.asarray([min(k, len(q.answers)) / len(q.answers) for q in queries])
 
 
+def constraint_hits(lists: Sequence[Sequence[int]], queries: Sequence[Query], corpus: Corpus, k: int = 10,
+                    ) -> pd.DataFrame:
+    """Which constraint the top ``k`` of each list meets: per query, the share of its retrieved items
+    that have every requested genre (``genres``), that fall in the requested decade (``decade``), and
+    both (``both``). Tells a retriever that reads genre words from one that reads years."""
+    rows = []
+    for lst, q in zip(lists, queries):
+        got = [int(i) for i in list(lst)[:k] if int(i) in corpus.position]
+        if not got:
+            rows.append({"genres": 0.0, "decade": 0.0, "both": 0.0})
+            continue
+        g = [set(q.genres) <= set(corpus.genres[corpus.position[i]]) for i in got]
+        d = [decade_of(corpus.years[corpus.position[i]]) == q.decade for i in got]
+        rows.append({"genres": float(np.mean(g)), "decade": float(np.mean(d)),
+                     "both": float(np.mean([a and b for a, b in zip(g, d)]))})
+    return pd.DataFrame(rows)
+
+
 def tune_weight(lexical: Retriever, dense: Retriever, queries: Sequence[Query], k: int = 10,
                 grid: Sequence[float] = tuple(np.round(np.linspace(0, 1, 11), 2)), method: str = "rrf",
                 ) -> tuple[float, pd.DataFrame]:
@@ -478,17 +517,22 @@ def request_prompt(lm, request: str, system: str | None = RAG_SYSTEM, prefill: s
     return lm.chat(turn, system=system) + prefill
 
 
-def only_retrieved(ids: Sequence[int], retrieved: Sequence[int]) -> list[int]:
-    """The guard between a language model and the user: keep only IDs that the retriever returned,
-    in the order given, each once (fills such as -1 and anything else are dropped)."""
-    allowed = {int(i) for i in retrieved if int(i) != NO_ITEM}
+def _as_id(x) -> int | None:
+    """An item ID is an integer (Python or NumPy); anything else (None, a title string, a float, a
+    bool) is not one."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
+        return None
+    return int(x)
+
+
+def only_retrieved(ids: Sequence, retrieved: Sequence) -> list[int]:
+    """The guard between a language model and the user: keep only the integer IDs that the retriever
+    returned, in the order given, each once. ``NO_ITEM`` (-1) fills, IDs that were not retrieved and
+    anything that is not an integer ID (None, a title string) are dropped."""
+    allowed = {i for i in map(_as_id, retrieved) if i is not None and i != NO_ITEM}
     out, seen = [], set()
-    for i in ids:
-        try:
-            i = int(i)
-        except (TypeError, ValueError):
-            continue
-        if i in allowed and i not in seen:
+    for i in map(_as_id, ids):
+        if i is not None and i in allowed and i not in seen:
             seen.add(i)
             out.append(i)
     return out

@@ -235,6 +235,14 @@ def test_per_query_recall_ndcg_and_ceiling():
     assert C.recall_ceiling([C.Query("q", frozenset(range(1, 21)), ("Drama",), 1990)], 10).tolist() == [0.5]
 
 
+def test_constraint_hits(corpus):
+    q = C.Query("a comedy from the 80s", frozenset({6}), ("Comedy",), 1980)
+    # Ghostbusters: comedy, 1984 (both); Toy Story: comedy, 1995 (genre); Aliens: 1986 (decade); -1 ignored
+    t = C.constraint_hits([[1, 2, 7, C.NO_ITEM]], [q], corpus, k=4)
+    assert t.iloc[0].to_dict() == pytest.approx({"genres": 2 / 3, "decade": 2 / 3, "both": 1 / 3})
+    assert C.constraint_hits([[C.NO_ITEM]], [q], corpus).iloc[0].tolist() == [0.0, 0.0, 0.0]
+
+
 def test_search_queries_never_returns_the_anchor(corpus):
     q = C.Query("like ghostbusters", frozenset({6}), ("Comedy",), 1980, anchor=1)
     ids = C.search_queries(C.BM25Retriever(corpus), [q], 5)
@@ -255,7 +263,7 @@ def test_only_retrieved_keeps_retrieved_ids_in_order_once():
     assert C.only_retrieved([5, 99, 3, 5, -1, 7], [3, 5, 7, -1]) == [5, 3, 7]
     assert C.only_retrieved([], [1, 2]) == [] and C.only_retrieved([1, 2], []) == []
     assert C.only_retrieved(np.array([2, 1]), np.array([1, 2])) == [2, 1]
-    assert C.only_retrieved(["2", None, "Alien", 3.0], [2, 3]) == [2, 3]
+    assert C.only_retrieved(["2", None, "Alien", 3.0, True, np.int64(3)], [2, 3, 1]) == [3], "only integer IDs"
 
 
 class CharTok:

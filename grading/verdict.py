@@ -85,7 +85,7 @@ def _launch(steps, stage: Path, slot: int, limits: Limits, hide_extra, first: in
         cmd = (["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child=SIGKILL", "--mount-proc", *inner]
                if use_ns else inner)
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                pass_fds=(wfd,), start_new_session=True, cwd=str(comm))
+                                pass_fds=(wfd,), start_new_session=True, cwd=str(comm), preexec_fn=_die_with_parent)
         os.close(wfd)
         chunks: list[bytes] = []
         size = [0]
@@ -125,6 +125,15 @@ def _launch(steps, stage: Path, slot: int, limits: Limits, hide_extra, first: in
     if size[0] > MAX_CHANNEL:
         forged += 1
     return good, forged, rc, time.monotonic() - t0
+
+
+def _die_with_parent():
+    """In the child, before exec: SIGKILL when the grader dies (unshare then kills the sandbox)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
 
 
 def _kill(proc):

@@ -1,6 +1,6 @@
 """SmolLM2-135M as a pairwise judge: position bias, swap consistency, agreement with a ground truth.
 
-    python benchmarks/llm_judge.py              # full run (~10 min on 2 loaded CPU cores)
+    python benchmarks/llm_judge.py --pairs 90   # the recorded run (13 min on 2 loaded CPU cores)
     python benchmarks/llm_judge.py --quick      # a smoke run (a few pairs per task)
 
 Every pair is judged twice, the second time with the two answers exchanged (the swap

@@ -36,6 +36,7 @@ llm: $(VENV)/.installed data
 
 data: $(VENV)/.installed
 	$(BIN)/python -m course_lib.data fetch
+	$(BIN)/python -m course_lib.data fetch reviews
 
 browser-deps:
 	bash tools/setup_browser.sh

@@ -297,7 +297,7 @@ def grade_submission(a: asg.Assignment, folder: Path | None, student: str, out_d
         tests, tflags = score(a, fb_nb, run, verdicts)
         tflags += verdicts.flags
         cell_errors = []
-        for i, cell in enumerate(nb["cells"]):
+        for i, cell in enumerate(fb_nb["cells"]):  # run.cells is indexed by the feedback run's cells
             g = cell.get("metadata", {}).get("grader", {})
             r = run.cells.get(i)
             if g.get("role") in ("plain", "locked", "answer", "stub", "student") and r is not None and r.status != "ok":

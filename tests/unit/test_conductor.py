@@ -8,11 +8,11 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from course_lib import metrics
 from course_lib.llm import conductor as C
-from course_lib.llm.models import LM
+
+from llm_fakes import tiny_lm as make_tiny_lm
 
 pytestmark = pytest.mark.unit
 
@@ -266,25 +266,9 @@ def test_only_retrieved_keeps_retrieved_ids_in_order_once():
     assert C.only_retrieved(["2", None, "Alien", 3.0, True, np.int64(3)], [2, 3, 1]) == [3], "only integer IDs"
 
 
-class CharTok:
-    """One token per character (IDs 3..127), pad 0, left padding; a stand-in chat template."""
-    pad_token_id, eos_token_id, padding_side = 0, 2, "left"
-
-    def encode(self, text, add_special_tokens=False):
-        return [3 + (ord(c) % 125) for c in text]
-
-    def apply_chat_template(self, messages, add_generation_prompt=True, tokenize=False):
-        return "".join(f"<{m['role']}>{m['content']}\n" for m in messages) + "<assistant>"
-
-
 @pytest.fixture(scope="module")
 def tiny_lm():
-    from transformers import LlamaConfig, LlamaForCausalLM
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=128, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
-                      pad_token_id=0, eos_token_id=2, bos_token_id=1)
-    return LM(LlamaForCausalLM(cfg).eval(), CharTok(), torch.device("cpu"), "tiny")
+    return make_tiny_lm()
 
 
 def test_rerank_returns_a_permutation_of_the_retrieved_ids(tiny_lm, corpus):

@@ -9,56 +9,18 @@ import torch
 
 from course_lib.llm import generator as G
 from course_lib.llm import scoring as S
-from course_lib.llm.models import LM
 from course_lib.models.base import NO_ITEM, Recommender
+
+from llm_fakes import CharTok, tiny_lm as make_tiny_lm
 
 pytestmark = pytest.mark.unit
 
 
 # ----------------------------------------------------------------------------- tiny stand-ins
 
-class _Batch(dict):
-    def to(self, device):
-        return _Batch({k: v.to(device) for k, v in self.items()})
-
-
-class CharTok:
-    """One token per character (IDs 3..127), pad 0, end-of-turn 2, left padding."""
-    pad_token_id, eos_token_id, padding_side = 0, 2, "left"
-
-    def encode(self, text, add_special_tokens=False):
-        return [3 + (ord(c) % 125) for c in text]
-
-    def decode(self, ids, skip_special_tokens=True):
-        return "".join(chr(i - 3) for i in ids if i >= 3)
-
-    def batch_decode(self, rows, skip_special_tokens=True):
-        return [self.decode(list(r)) for r in rows]
-
-    def __call__(self, texts, return_tensors="pt", padding=True, truncation=False, max_length=None,
-                 add_special_tokens=False):
-        seqs = [self.encode(t) for t in texts]
-        width = max(map(len, seqs))
-        ids = torch.zeros((len(seqs), width), dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for r, s in enumerate(seqs):
-            ids[r, width - len(s):] = torch.tensor(s)
-            mask[r, width - len(s):] = 1
-        return _Batch(input_ids=ids, attention_mask=mask)
-
-    def apply_chat_template(self, messages, add_generation_prompt=True, tokenize=False):
-        return "".join(f"<{m['role']}>{m['content']}\n" for m in messages) + "<assistant>"
-
-
 @pytest.fixture(scope="module")
 def tiny_lm():
-    from transformers import LlamaConfig, LlamaForCausalLM
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=128, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
-                      pad_token_id=0, eos_token_id=2, bos_token_id=1)
-    model = LlamaForCausalLM(cfg).eval()
-    return LM(model, CharTok(), torch.device("cpu"), "tiny")
+    return make_tiny_lm()
 
 
 CATALOG = {1: "Usual Suspects, The", 2: "Toy Story", 3: "Toy Soldiers", 4: "Seven (Se7en)", 5: "Chasing Amy",

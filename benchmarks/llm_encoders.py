@@ -27,12 +27,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _report import ci, fmt  # noqa: E402
 
-def ci(x) -> list[float]:
-    from course_lib.metrics import bootstrap_ci
-    m, lo, hi = bootstrap_ci(np.asarray(x, dtype=float), n_boot=2000)
-    return [round(m, 4), round(lo, 4), round(hi, 4)]
 
 
 def main(argv=None) -> int:
@@ -147,7 +145,7 @@ def main(argv=None) -> int:
     md = ["# LLM as encoder (ml-100k)", "", result["protocol"] + ". Cold columns: the cold items are the only "
           f"candidates ({len(cold)} items); warm columns: full ranking.", "",
           "| model | cold HR@10 | cold NDCG@10 | warm HR@10 | warm NDCG@10 | fit s |", "| --- | --- | --- | --- | --- | --- |"]
-    f = lambda v: f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"  # noqa: E731
+    f = fmt
     for name, r in rows.items():
         md.append(f"| {name} | {f(r['cold_hr10'])} | {f(r['cold_ndcg10'])} | {f(r['warm_hr10'])} | {f(r['warm_ndcg10'])} | {r['fit_s']} |")
     md += ["", f"Retrieve vs re-rank ({len(sample)} test users, two-tower top-50, recall@50 {recall50:.3f}):", "",

@@ -28,16 +28,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _report import ci, fmt  # noqa: E402
 
 
-def ci(x) -> list[float]:
-    from course_lib.metrics import bootstrap_ci
-    m, lo, hi = bootstrap_ci(np.asarray(x, dtype=float), n_boot=2000)
-    return [round(m, 4), round(lo, 4), round(hi, 4)]
-
-
-def fmt(c) -> str:
-    return f"{c[0]:.3f} [{c[1]:.3f}, {c[2]:.3f}]"
 
 
 def main(argv=None) -> int:

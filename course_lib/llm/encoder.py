@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..data import cache_dir
-from ..models.base import Recommender
+from ..models.base import Recommender, recommend_topk
 from .models import load_encoder
 from .verbalize import item_texts
 
@@ -428,7 +428,7 @@ class CrossEncoder(Recommender):
         """Retriever's top-N re-ranked: those items get scores above every other item (in re-ranked
         order); everything else keeps the retriever's order below them."""
         base = np.asarray(torch.as_tensor(self.retriever.score(users, histories)).float().cpu().numpy(), dtype=np.float64)
-        short = self.retriever.recommend(users, histories, k=self.candidates)
+        short = recommend_topk(base, histories, k=self.candidates)  # the retriever's list, scored once
         ranked = self.rerank(histories, short)
         lo = np.nanmax(np.where(np.isfinite(base), base, -np.inf), axis=1, keepdims=True)
         out = base.copy()

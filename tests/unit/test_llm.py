@@ -261,3 +261,30 @@ def test_history_vectors_match_a_plain_loop():
             continue
         w = 0.8 ** np.arange(len(h) - 1, -1, -1)
         np.testing.assert_allclose(got[r], (w[:, None] * emb[h]).sum(0) / w.sum(), rtol=1e-5, atol=1e-6)
+
+
+def test_cross_encoder_score_puts_the_reranked_short_list_first():
+    """score() = the retriever's top-N in re-ranked order, above every other item (scored once)."""
+    from course_lib.llm.encoder import CrossEncoder
+    split = _toy_split()
+
+    class Fixed(TextKNN):
+        calls = 0
+
+        def score(self, users, histories):
+            Fixed.calls += 1
+            return super().score(users, histories)
+
+    emb = np.random.default_rng(0).normal(size=(split.n_items + 1, 8)).astype(np.float32)
+    ce = CrossEncoder.__new__(CrossEncoder)          # no MiniLM: re-ranking reverses the list
+    ce.retriever, ce.candidates, ce.n_items = Fixed(emb), 5, split.n_items
+    ce.rerank = lambda histories, short: np.asarray(short)[:, ::-1]
+    users = split.test["user"].to_numpy()[:4]
+    hist = split.history("test")
+    h = [hist[u] for u in users]
+    s = ce.score(users, h)
+    assert Fixed.calls == 1
+    short = Fixed(emb).recommend(users, h, k=5)
+    for r in range(len(users)):
+        top = np.argsort(-s[r], kind="stable")[:5]
+        assert list(top) == list(short[r][::-1])

@@ -1,7 +1,8 @@
 """Code the grader runs inside the student's kernel, in cells the student never sees.
 
 * ``SNAPSHOT`` runs first, before any cell of the notebook: it imports the libraries the
-  tests rely on and keeps a copy of their attributes (and of IPython's shell class).
+  tests rely on and keeps a copy of their attributes (and of IPython's shell class); the code
+  is ``grading/snapshot.py``'s, shared with the grading run (``verdict_main.py``).
 * ``CHECK`` runs right before every test cell: anything the student's code replaced
   (``np.allclose = lambda *a: True``, a patched ``course_lib`` helper, a patched
   ``showtraceback``, a builtin shadowed in the notebook's namespace, ``np`` rebound to
@@ -15,127 +16,31 @@ This is defence in depth: the score never depends on what a cell displays (the g
 uses the execution reply status), and the grader's static checks flag code that
 reaches for the kernel's internals.
 """
+from pathlib import Path
 
+_SNAPSHOT_SOURCE = (Path(__file__).resolve().parent / "snapshot.py").read_text(encoding="utf-8")
+
+# The snapshot's source runs in a private namespace; the notebook only gets the check function.
 SNAPSHOT = r'''
-def __grader_snapshot():
-    import builtins, importlib, pkgutil, sys
-    names = ["builtins", "math", "operator", "functools", "numpy", "numpy.testing", "numpy.linalg",
-             "numpy.random", "pandas", "pandas.testing", "torch", "torch.nn", "torch.nn.functional",
-             "torch.testing", "scipy.sparse", "course_lib"]
-    try:
-        import course_lib
-        names += [m.name for m in pkgutil.walk_packages(course_lib.__path__, "course_lib.")
-                  if ".demos" not in m.name]
-    except Exception:
-        pass
-    mods = {}
-    for n in names:
-        try:
-            m = importlib.import_module(n)
-        except Exception:
-            continue
-        mods[n] = (m, dict(vars(m)))
-    classes = []
-    try:
-        from IPython.core.interactiveshell import InteractiveShell
-        from ipykernel.zmqshell import ZMQInteractiveShell
-        classes += [InteractiveShell, ZMQInteractiveShell]
-    except Exception:
-        pass
-    for dotted in ["torch.Tensor", "pandas.DataFrame", "pandas.Series", "pandas.Index"]:
-        mod, _, attr = dotted.rpartition(".")
-        if mod in mods and hasattr(mods[mod][0], attr):
-            classes.append(getattr(mods[mod][0], attr))
-    klass = {c: dict(vars(c)) for c in classes}
-    builtin_names = set(vars(builtins))
-    aliases = {"np": "numpy", "pd": "pandas", "torch": "torch", "cl": "course_lib", "math": "math"}
-    shell = get_ipython()
-    trusted = ("torch", "numpy", "pandas", "scipy", "course_lib", "IPython", "ipykernel", "matplotlib",
-               "sklearn", "transformers")
-
-    def _library_made(obj):
-        mod = getattr(obj, "__module__", None) or getattr(getattr(obj, "__func__", None), "__module__", None)
-        return isinstance(mod, str) and mod.split(".")[0] in trusted
-
-    shell_attrs = {k: v for k, v in vars(shell).items() if callable(v)}
-    ns_shadows = {k: v for k, v in shell.user_ns.items() if k in builtin_names}
-    volatile = {"input", "raw_input", "getpass", "open", "get_ipython", "display", "exit", "quit"}
-
-    def check(where):
-        fixed = []
-        for n, (m, saved) in mods.items():
-            if sys.modules.get(n) is not m:
-                sys.modules[n] = m
-                fixed.append(f"sys.modules[{n!r}]")
-            cur = vars(m)
-            for k, v in saved.items():
-                if k.startswith("__") and k not in ("__import__", "__build_class__"):
-                    continue
-                if n == "builtins" and k in volatile:
-                    continue
-                if cur.get(k, v) is not v:
-                    if _library_made(cur.get(k)):
-                        saved[k] = cur.get(k)  # a library re-wrapped its own function (e.g. torch on lazy import)
-                        continue
-                    try:
-                        setattr(m, k, v)
-                    except Exception:
-                        pass
-                    fixed.append(f"{n}.{k}")
-        for c, saved in klass.items():
-            for k in [k for k in vars(c) if k not in saved and not k.startswith("_abc")]:
-                try:
-                    type.__delattr__(c, k)
-                except Exception:
-                    pass
-                fixed.append(f"{c.__module__}.{c.__qualname__}.{k} (added)")
-            for k, v in saved.items():
-                if k in ("__dict__", "__weakref__", "__doc__", "__annotations__", "__abstractmethods__"):
-                    continue
-                if vars(c).get(k, v) is not v:
-                    try:
-                        type.__setattr__(c, k, v)
-                    except Exception:
-                        pass
-                    fixed.append(f"{c.__module__}.{c.__qualname__}.{k}")
-        for k in list(vars(shell)):
-            v = vars(shell)[k]
-            if k in shell_attrs:
-                if v is not shell_attrs[k]:
-                    vars(shell)[k] = shell_attrs[k]
-                    fixed.append(f"get_ipython().{k}")
-            elif callable(v) and any(k in s for s in klass.values()):
-                del vars(shell)[k]
-                fixed.append(f"get_ipython().{k}")
-        ns = shell.user_ns
-        for k in list(ns):
-            if k in ns_shadows or k in volatile:
-                continue
-            if k in builtin_names and not k.startswith("_") and ns[k] is not vars(builtins)[k]:
-                del ns[k]
-                fixed.append(f"the name {k!r} (shadows a builtin)")
-        for alias, n in aliases.items():
-            if alias in ns and n in mods and ns[alias] is not mods[n][0]:
-                ns[alias] = mods[n][0]
-                fixed.append(f"the name {alias!r} (should be {n})")
-        for hook in ("excepthook", "displayhook", "settrace", "setprofile"):
-            pass
-        if sys.gettrace() is not None:
-            sys.settrace(None)
-            fixed.append("sys.settrace")
-        if fixed:
-            raise __GraderTampering(f"before {where}: restored " + ", ".join(sorted(set(fixed))[:20]))
-
-    return check
-
-
 class __GraderTampering(Exception):
     pass
 
 
-__grader_check = __grader_snapshot()
-del __grader_snapshot
-'''
+def __grader_setup(source):
+    private = {"__name__": "grader_snapshot"}
+    exec(compile(source, "<grader snapshot>", "exec"), private)
+    restore = private["snapshot"](get_ipython().user_ns, get_ipython())
+
+    def check(where):
+        fixed = restore()
+        if fixed:
+            raise __GraderTampering(f"before {where}: restored " + ", ".join(fixed[:20]))
+    return check
+
+
+__grader_check = __grader_setup(%r)
+del __grader_setup
+''' % _SNAPSHOT_SOURCE
 
 CHECK = "__grader_check({where!r})"
 

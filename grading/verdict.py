@@ -30,6 +30,7 @@ from . import assignment as asg
 from .runner import Limits, prepare_sandbox
 
 MAIN = Path(__file__).resolve().parent / "verdict_main.py"
+SNAPSHOT = Path(__file__).resolve().parent / "snapshot.py"  # the library guard, shared with guard.py
 MAX_CHANNEL = 1 << 20
 
 
@@ -74,7 +75,9 @@ def _launch(steps, stage: Path, slot: int, limits: Limits, hide_extra, first: in
     base, comm, spec_path, use_ns, _how = prepare_sandbox(stage, slot, limits, data_dir, hide_extra)
     nonce = secrets.token_hex(16)
     try:
-        shutil.copy2(MAIN, comm / "verdict_main.py")
+        (comm / "verdict_main.py").write_text(SNAPSHOT.read_text(encoding="utf-8") + "\n\n" + MAIN.read_text(encoding="utf-8"),
+                                              encoding="utf-8")
+        os.chmod(comm / "verdict_main.py", 0o644)
         plan = {"nonce": nonce, "steps": steps, "cell_s": limits.cell_s, "first": first,
                 "only": sorted(only) if only is not None else None, "skip": sorted(skip)}
         (comm / "plan.json").write_text(json.dumps(plan), encoding="utf-8")

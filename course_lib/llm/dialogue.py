@@ -466,7 +466,8 @@ class Tools:
     """What the conductor may call, all over the catalog ``corpus`` (IDs are ``corpus.ids``):
 
     ``retriever`` (:class:`~course_lib.llm.conductor.Retriever`: BM25, dense or hybrid);
-    ``popularity``: one number per catalog item (training interactions); ``similar``: optional
+    ``popularity``: one prior score per catalog item (training interactions by default; a course
+    recommender's scores for one user, :func:`catalog_scores`, make it personal); ``similar``: optional
     ``liked IDs -> scores`` over the catalog (e.g. :func:`fold_in_scorer` of an ItemKNN);
     ``weights``: the share of each in the rank fusion (``retrieval``, ``popularity``, ``similar``);
     ``index``: the catalog's titles for grounding (built when not given); ``vocab``: the catalog's
@@ -494,22 +495,36 @@ class Tools:
         self.vocab = frozenset(w for t in self.corpus.texts for w in tokenize(t))
 
 
+def catalog_columns(split, corpus: Corpus) -> np.ndarray:
+    """For each catalog item (``corpus.ids``), its column in a course model's score matrix
+    (``split.item_map``'s 1-based index); 0 (the padding column) for items the split never saw."""
+    index = {int(r): j + 1 for j, r in enumerate(split.item_map.raw.tolist())}
+    return np.asarray([index.get(int(i), 0) for i in corpus.ids], dtype=np.int64)
+
+
+def catalog_scores(model, split, corpus: Corpus, users: Sequence[int], histories: Sequence[np.ndarray]) -> np.ndarray:
+    """``(len(users), len(corpus))``: a fitted course recommender's scores for encoded ``users`` with
+    their ``histories``, in catalog order (items the model never saw: ``-inf``). A row is a
+    per-user prior to pass as :attr:`Tools.popularity` (the conductor with a personal ranker)."""
+    cols = catalog_columns(split, corpus)
+    s = model.score(np.asarray(users, dtype=np.int64), list(histories))
+    s = np.asarray(s.detach().cpu().numpy() if hasattr(s, "detach") else s, dtype=float)[:, cols]
+    s[:, cols == 0] = -np.inf
+    return s
+
+
 def fold_in_scorer(model, split, corpus: Corpus) -> Callable[[Sequence[int]], np.ndarray]:
     """Wrap a fitted course recommender that scores from a history alone (ItemKNN, Item2Vec,
     SASRec, ...) as a ``liked catalog IDs -> scores over corpus.ids`` tool: the liked films are
-    its history (a fold-in of a new user). Items the model never saw score ``-inf``."""
+    its history (a fold-in of a new user, :func:`catalog_scores` with user 0). Items the model
+    never saw score ``-inf``; with no known liked film every item scores 0."""
     index = {int(r): j + 1 for j, r in enumerate(split.item_map.raw.tolist())}
-    cols = np.asarray([index.get(int(i), 0) for i in corpus.ids], dtype=np.int64)
 
     def similar(liked: Sequence[int]) -> np.ndarray:
         hist = np.asarray([index[int(i)] for i in liked if int(i) in index], dtype=np.int64)
         if len(hist) == 0:
             return np.zeros(len(corpus))
-        s = model.score(np.zeros(1, dtype=np.int64), [hist])
-        s = np.asarray(s.detach().cpu().numpy() if hasattr(s, "detach") else s, dtype=float)[0]
-        out = s[cols]
-        out[cols == 0] = -np.inf
-        return out
+        return catalog_scores(model, split, corpus, [0], [hist])[0]
     return similar
 
 
@@ -610,9 +625,9 @@ def recommend_items(state: DialogueState, tools: Tools, k: int = 5, popular_only
 
 # ============================================================================= 5. writing the reply
 
-QUESTIONS = {
-    "genre": "What kind of film are you in the mood for: a comedy, a thriller, a drama, something else?",
-    "decade": "Any period you prefer, say the 70s, the 80s or the 90s?",
+QUESTIONS = {   # open questions: examples in a question ("a comedy, a thriller?") are what a small model repeats
+    "genre": "What kind of film are you in the mood for?",
+    "decade": "From which period would you like it?",
     "liked": "Tell me a film you liked, and I will look for similar ones.",
 }
 
@@ -889,14 +904,16 @@ class LLMSimulator:
     """A user played by an instruction-tuned LM (SmolLM2-135M-Instruct offline): the system prompt
     :data:`LLM_SYSTEM` holds the persona and the hidden target (its title too, with the order never
     to say it: the leak detector checks it); the recommender's last ``history`` messages are the
-    "user" turns of the chat and the simulator's own replies the "assistant" turns. Greedy,
-    ``max_new_tokens`` per reply, batched across dialogues; the first sentence or line is kept."""
+    "user" turns of the chat and the simulator's own replies the "assistant" turns. ``prefill``
+    starts every reply (e.g. ``"I'm looking for"``: a small model then speaks as the user instead
+    of answering as a recommender). Greedy, ``max_new_tokens`` per reply, batched across
+    dialogues; the first line, at most two sentences, is kept."""
     name = "LLM"
 
     def __init__(self, lm, max_new_tokens: int = 30, batch_size: int = 8, threads: int | None = 1, history: int = 1,
-                 stop_at_blank_line: bool = True):
+                 prefill: str = "", stop_at_blank_line: bool = True):
         self.lm, self.max_new_tokens, self.batch_size, self.threads = lm, int(max_new_tokens), int(batch_size), threads
-        self.history, self.stop_at_blank_line = int(history), stop_at_blank_line
+        self.history, self.prefill, self.stop_at_blank_line = int(history), str(prefill), stop_at_blank_line
         self.memory: dict[int, list[tuple[str, str]]] = {}   # id(target) -> [(system text, own reply)]
 
     def system_prompt(self, t: Target) -> str:
@@ -911,7 +928,7 @@ class LLMSimulator:
             msgs += [{"role": "user", "content": sys_text}, {"role": "assistant", "content": own}]
         first = "Hello! What would you like to watch?"
         msgs.append({"role": "user", "content": ctx.reply.text if ctx.reply is not None else first})
-        return self.lm.chat(msgs, system=self.system_prompt(ctx.target))
+        return self.lm.chat(msgs, system=self.system_prompt(ctx.target)) + self.prefill
 
     @staticmethod
     def clean(text: str) -> str:
@@ -924,7 +941,7 @@ class LLMSimulator:
         from .generator import generate
         keys = [(c.target.user, c.target.item) for c in contexts]
         prompts = [self.prompt(c, self.memory.get(k, [])) for c, k in zip(contexts, keys)]
-        texts = [self.clean(t) for t in generate(self.lm, prompts, max_new_tokens=self.max_new_tokens,
+        texts = [self.clean(self.prefill + t) for t in generate(self.lm, prompts, max_new_tokens=self.max_new_tokens,
                                                   batch_size=self.batch_size, threads=self.threads,
                                                   stop_at_blank_line=self.stop_at_blank_line)]
         for c, k, t in zip(contexts, keys, texts):
@@ -1023,17 +1040,19 @@ class DialogueLog:
         return "\n".join(lines)
 
 
-def run_dialogues(targets: Sequence[Target], simulator, make_conductor: Callable[[], Conductor], max_turns: int = 5,
+def run_dialogues(targets: Sequence[Target], simulator, make_conductor: Callable[[Target], Conductor], max_turns: int = 5,
                   progress: bool = False, desc: str = "dialogues") -> list[DialogueLog]:
     """Play one dialogue per target for up to ``max_turns`` user messages, all dialogues in step
-    (so an LLM simulator generates each turn's replies in batches).
+    (so an LLM simulator generates each turn's replies in batches). ``make_conductor(target)``
+    builds each dialogue's fresh conductor (the target is passed so that a per-user tool can be
+    built; a conductor must not read the target otherwise).
 
     Each turn: the simulator speaks (the title leak check runs; a leaked title is redacted before
     the conductor reads it), the conductor replies; the dialogue stops once a reply's list holds the
     target (the simulated user accepts it) or the turns run out."""
     from tqdm.auto import tqdm
     logs = [DialogueLog(t) for t in targets]
-    convs = [make_conductor() for _ in targets]
+    convs = [make_conductor(t) for t in targets]
     last: list[Reply | None] = [None] * len(targets)
     revealed: list[list[str]] = [[] for _ in targets]
     if hasattr(simulator, "reset"):

@@ -216,9 +216,10 @@ def test_the_output_passes_the_guard_and_is_ranked_by_the_tools(tools, corpus):
 def test_similar_tool_and_fold_in(corpus):
     class FakeModel:
         def score(self, users, histories):
-            out = np.zeros((1, 13))
-            out[0, 1:] = np.arange(12)[::-1]
-            out[0, histories[0]] = 100.0
+            out = np.zeros((len(users), 13))
+            out[:, 1:] = np.arange(12)[::-1]
+            for r, h in enumerate(histories):
+                out[r, h] = 100.0
             return out
     inter = pd.DataFrame({"user": [1, 1, 2, 2, 3, 3], "item": [1, 2, 2, 3, 3, 4], "timestamp": range(6)})
     split = prep.temporal_split(inter, 0.2, 0.2)
@@ -227,6 +228,8 @@ def test_similar_tool_and_fold_in(corpus):
     assert s.shape == (len(corpus),)
     assert np.isinf(s[corpus.position[12]]) and s[corpus.position[3]] == 100.0, "unknown items -inf, history scored"
     assert np.allclose(sim([99]), 0), "no known liked film: no opinion"
+    prior = D.catalog_scores(FakeModel(), split, corpus, [1, 2], [np.array([1]), np.array([2])])
+    assert prior.shape == (2, len(corpus)) and np.isinf(prior[:, corpus.position[12]]).all()
 
 
 def test_tools_check_their_inputs(corpus):
@@ -347,7 +350,7 @@ def test_rule_simulator_answers_what_is_asked_and_never_names_the_target(corpus)
 
 def test_dialogues_with_the_rule_simulator(tools, corpus):
     ts = targets(corpus)
-    logs = D.run_dialogues(ts, D.RuleSimulator(), lambda: D.Conductor(tools, ask_budget=2, k=2), max_turns=5)
+    logs = D.run_dialogues(ts, D.RuleSimulator(), lambda t: D.Conductor(tools, ask_budget=2, k=2), max_turns=5)
     assert [lg.found_at for lg in logs][:2] == [3, 2], "vague opening: two questions; a genre given: one"
     for lg in logs:
         assert not any(t["leak"] for t in lg.turns)
@@ -371,7 +374,7 @@ class Leaky:
 
 
 def test_leaks_are_counted_and_redacted_before_the_conductor_reads_them(tools, corpus):
-    logs = D.run_dialogues(targets(corpus)[:2], Leaky(), lambda: D.Conductor(tools, k=2), max_turns=2)
+    logs = D.run_dialogues(targets(corpus)[:2], Leaky(), lambda t: D.Conductor(tools, k=2), max_turns=2)
     assert D.summarize(logs, 2)["title_leaks"] == sum(len(lg.turns) for lg in logs) > 0
     for lg in logs:
         for t in lg.turns:

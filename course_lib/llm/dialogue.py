@@ -392,10 +392,7 @@ def update_state(state: DialogueState, intent: str, slots: dict, max_keywords: i
         s.disliked = _add(s.disliked, [int(i)])
         s.liked = [d for d in s.liked if d != int(i)]
     s.keywords = _add(s.keywords, slots.get("keywords", []))[-max_keywords:]
-    ordinal = slots.get("ordinal")
-    picked = None
-    if s.last_shown and ordinal is not None and -len(s.last_shown) <= (ordinal - 1 if ordinal > 0 else ordinal) < len(s.last_shown):
-        picked = s.last_shown[ordinal - 1 if ordinal > 0 else ordinal]
+    picked = item_at(s.last_shown, slots.get("ordinal"))
     if intent == "dislike" and not slots.get("disliked"):
         s.rejected = _add(s.rejected, [picked] if picked is not None else s.last_shown)
     if intent == "accept" and s.last_shown:
@@ -403,6 +400,15 @@ def update_state(state: DialogueState, intent: str, slots: dict, max_keywords: i
     s.unclear_turns = state.unclear_turns + 1 if intent == "unclear" else 0
     s.last_intent = intent
     return s
+
+
+def item_at(items: Sequence[int], ordinal: int | None) -> int | None:
+    """The item at a 1-based ``ordinal`` of a list (-1: the last one); None when the ordinal is
+    missing or out of range."""
+    if ordinal is None or not items:
+        return None
+    j = ordinal - 1 if ordinal > 0 else ordinal
+    return items[j] if -len(items) <= j < len(items) and ordinal != 0 else None
 
 
 def record_shown(state: DialogueState, items: Sequence[int]) -> DialogueState:
@@ -758,9 +764,8 @@ class Conductor:
             items, note = recommend_items(state, self.tools, self.k, popular_only=action == "fallback")
             state = record_shown(state, items)
         elif action == "explain":
-            o = slots.get("ordinal")
-            last = state.last_shown
-            items = [last[o - 1 if o > 0 else o]] if o is not None and -len(last) <= (o - 1 if o > 0 else o) < len(last) else list(last)
+            one = item_at(state.last_shown, slots.get("ordinal"))
+            items = [one] if one is not None else list(state.last_shown)
         self.state = state
         reply = Reply(write_response(action, state, self.tools.corpus, items, note, slot, intent, slots),
                       action, list(items) if action != "explain" else [], intent, slots, slot)

@@ -425,3 +425,9 @@ def test_chat_widget_runs_without_a_frontend(tools):
     assert len(conv.log) == 1 and conv.log[0][1].action == "recommend" and box.value == ""
     log_html = w.children[1].children[0].children[0].value
     assert "a comedy from the 80s" in log_html and "Airplane!" in log_html
+
+
+def test_item_at():
+    assert D.item_at([4, 5, 6], 1) == 4 and D.item_at([4, 5, 6], -1) == 6 and D.item_at([4, 5, 6], 3) == 6
+    assert D.item_at([4, 5, 6], 4) is None and D.item_at([4, 5, 6], 0) is None
+    assert D.item_at([], 1) is None and D.item_at([4], None) is None

@@ -14,7 +14,9 @@ the target is found at turn t when a list shown in reply to message t holds it (
   (MiniLM dense, or the BM25+MiniLM RRF hybrid whose lexical weight is tuned on notebook 15's
   validation requests), training popularity, ItemKNN folded in from liked films; fusion weights
   chosen on the validation targets (rule-based simulator, "ask first") only.
-* Policies: "recommend at once" (ask_budget 0) and "ask first" (ask_budget 2).
+* Policies: "recommend at once" (ask_budget 0) and "ask first" (ask_budget 2), with the tuned
+  weights; retrievers: MiniLM vs hybrid with the retriever's weight set to 1 (the tuned weight
+  may switch it off).
 * Simulators: rule-based (templated answers from the target's metadata) on every test target;
   SmolLM2-135M-Instruct (persona + hidden target in the system prompt, reply prefilled with
   "I'm looking for", greedy, 30 new tokens, batched) on the first --llm test targets, both
@@ -135,11 +137,15 @@ def main(argv=None) -> int:
     # ---------------------------------------------------------------- test: rule-based simulator
     dia: dict = {"n": len(test_t), "systems": {}}
     mats, logs = {}, {}
-    for policy, budget in (("ask_first", 2), ("recommend_at_once", 0)):
-        for rname, retr in (("hybrid", hybrid), ("dense", dense)):
-            key = f"rule/{policy}/{rname}"
-            logs[key] = play(test_t, rule, retr, budget, weights)
-            mats[key] = D.success_matrix(logs[key], T)
+    on = {**weights, "retrieval": 1.0}          # the retriever comparison needs the retriever switched on
+    runs = {"rule/ask_first/hybrid": (2, hybrid, weights), "rule/recommend_at_once/hybrid": (0, hybrid, weights),
+            "rule/ask_first/hybrid_w_ret=1": (2, hybrid, on), "rule/ask_first/dense_w_ret=1": (2, dense, on)}
+    for key, (budget, retr, w) in runs.items():
+        if key.endswith("w_ret=1") and weights["retrieval"] == 1.0 and "hybrid" in key:
+            logs[key], mats[key] = logs["rule/ask_first/hybrid"], mats["rule/ask_first/hybrid"]
+            continue
+        logs[key] = play(test_t, rule, retr, budget, w)
+        mats[key] = D.success_matrix(logs[key], T)
     enc = np.asarray([t.user for t in test_t])
     hist = split.history("test")
     for name, model in (("popularity", Popularity().fit(split)), ("itemknn_history", knn)):
@@ -178,7 +184,8 @@ def main(argv=None) -> int:
     dia["paired_success@5"] = {
         "ask_first_minus_recommend_at_once (rule, hybrid)": ci(mats["rule/ask_first/hybrid"][:, -1] - mats["rule/recommend_at_once/hybrid"][:, -1]),
         "ask_first_minus_recommend_at_once at turn 1 (rule, hybrid)": ci(mats["rule/ask_first/hybrid"][:, 0] - mats["rule/recommend_at_once/hybrid"][:, 0]),
-        "hybrid_minus_dense (rule, ask first)": ci(mats["rule/ask_first/hybrid"][:, -1] - mats["rule/ask_first/dense"][:, -1]),
+        "hybrid_minus_dense, retriever weight 1 (rule, ask first)": ci(mats["rule/ask_first/hybrid_w_ret=1"][:, -1] - mats["rule/ask_first/dense_w_ret=1"][:, -1]),
+        "tuned_minus_retriever_weight_1 (rule, ask first, hybrid)": ci(mats["rule/ask_first/hybrid"][:, -1] - mats["rule/ask_first/hybrid_w_ret=1"][:, -1]),
         "ask_first_hybrid_minus_itemknn_history (rule)": ci(mats["rule/ask_first/hybrid"][:, -1] - mats["list/itemknn_history"][:, -1]),
         "llm_minus_rule (ask first, hybrid, same targets)": ci(mats["llm/ask_first/hybrid"][:, -1] - mats["rule/ask_first/hybrid"][:n_llm, -1]),
         "llm_minus_rule (recommend at once, hybrid, same targets)": ci(mats["llm/recommend_at_once/hybrid"][:, -1] - mats["rule/recommend_at_once/hybrid"][:n_llm, -1]),
@@ -276,7 +283,11 @@ def report(res: dict, quick: bool) -> str:
         md.append(f"| {key} | {r['n']} | {fmt(r['success@1'])} | {fmt(r['success@3'])} | {fmt(r['success@5'])} | "
                   f"{f'{mt[0]:.2f}' if mt and mt[0] == mt[0] else ''} | {r.get('title_leaks', '')} | "
                   + (f"{ag['agrees']:.2f} / {ag['contradicts']:.2f} / {ag['silent']:.2f}" if ag else "") + " |")
-    md += ["", "`list/*`: no dialogue; the next 5 films of a fixed ranked list per turn (HR@5t).", "",
+    w = res["validation"]["chosen_weights"]
+    md += ["", "`list/*`: no dialogue; the next 5 films of a fixed ranked list per turn (HR@5t). Rows without "
+           f"`w_ret=1` use the tuned fusion weights {w}" + (" (the retriever switched off: inside the structured "
+           "filter it did not help on validation)" if not w["retrieval"] else "") + "; `w_ret=1` rows switch the "
+           "retriever on to compare retrievers.", "",
            "| paired difference | mean [95% CI] |", "| --- | --- |"]
     md += [f"| {k} | {fmt(v)} |" for k, v in d["paired_success@5"].items()]
     llm = d["llm"]

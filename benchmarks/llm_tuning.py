@@ -156,12 +156,16 @@ def run_p5(args, lm, ml, users, res, save) -> None:
 def report(res: dict) -> str:
     lines = ["# Tuning SmolLM2-135M-Instruct for recommendation (TALLRec, P5)", "",
              f"Machine: {res['machine']}. Command: `{res['command']}`. Total wall time {res.get('total_s', 0):.0f} s.", ""]
+    if res.get("notes"):
+        lines += [res["notes"], ""]
     tr = res.get("tallrec")
     if tr:
         p = tr["protocol"]
         lines += ["## TALLRec: will the user like the candidate? (AUC on test users)", "",
                   f"{p['test_users']} test users ({p['test_liked_share']:.0%} liked), {p['valid_users']} validation users "
-                  f"(the epoch, 1..{p['epochs_max']}, is chosen on them), shots from {p['train_users']} training users. "
+                  + (f"(the epoch, 1..{p['epochs_max']}, is chosen on them)" if p["epochs_max"] > 1 else
+                     "(one epoch: their AUC is recorded, nothing is chosen on them)")
+                  + f", shots from {p['train_users']} training users. "
                   f"LoRA r {p['r']} on {'/'.join(p['targets'])}, lr {p['lr']}, micro-batch {p['micro_batch']} x "
                   f"{p['accumulation']} accumulation. 95% bootstrap intervals over test users.", "",
                   "| shots | seed | TALLRec AUC | minus zero-shot (paired) | minus prior (paired) | SASRec | GRU4Rec | best epoch | train s | peak RSS MB |",

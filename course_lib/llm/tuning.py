@@ -687,9 +687,12 @@ class TallRec:
     def fit(self, shots: TallRecData, valid: TallRecData | None = None, progress: bool = True) -> "TallRec":
         if self._peft is not None:
             self.unload()
-        self._peft = add_lora(self.lm.model, self.settings)
-        self.valid_auc_, self.best_epoch_, best = [], self.settings.epochs, None
         labels = None if valid is None else valid.examples["label"].to_numpy()
+        if labels is not None and len(set(labels.tolist())) < 2:
+            raise ValueError(f"the {len(labels)} validation examples all have label {labels[0]}: an AUC needs both "
+                             "liked and disliked candidates; use more validation users")
+        self.valid_auc_, self.best_epoch_, best = [], self.settings.epochs, None
+        self._peft = add_lora(self.lm.model, self.settings)
 
         def check(epoch: int) -> None:
             nonlocal best

@@ -336,3 +336,13 @@ def test_shots_split_trains_on_windows_and_validates_on_candidates():
         assert split.item_map.decode(split.valid[split.valid.user == u].item).tolist() == [ex.item]
     s = T.sequential_candidate_scores(ByItem(40), shots, split.item_map, batch_size=2)
     assert s.tolist() == split.item_map.encode(shots.examples.item.to_numpy()).tolist()
+
+
+def test_tallrec_refuses_validation_examples_of_one_class(tiny):
+    df = ratings_frame(n_users=4, n_items=30)
+    df["rating"] = 5.0
+    data = T.build_tallrec(df)
+    model = T.TallRec(tiny, {i: f"F{i}" for i in range(1, 31)}, T.LoraSettings(r=2, epochs=1))
+    with pytest.raises(ValueError, match="both"):
+        model.fit(data, valid=data, progress=False)
+    assert not hasattr(tiny.model, "peft_config"), "nothing was added to the model"

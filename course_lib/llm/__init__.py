@@ -9,6 +9,16 @@
   a text k-NN recommender and a two-tower model behind the course's model interface.
 * :mod:`~course_lib.llm.scoring`: batched last-token scoring with left padding, and the
   verbalizer probability of answer words from logits.
+* :mod:`~course_lib.llm.prompting`: prompt learning (Prompt4NR): templates, MiniLM as a masked
+  LM, the click task (notebook 11).
+* :mod:`~course_lib.llm.generator`: the LLM as generator: prompts, grounding, constrained
+  decoding, the LLM ranker (notebook 12).
+* :mod:`~course_lib.llm.tuning`: LoRA tuning for recommendation: TALLRec and P5 (notebook 13).
+* :mod:`~course_lib.llm.knowledge`: knowledge injection: lexicalized text, KG and co-occurrence
+  facts, one adapter per source (notebook 14).
+* :mod:`~course_lib.llm.conductor`: retrieval-augmented recommendation (notebook 15);
+  :mod:`~course_lib.llm.dialogue`: the conversational recommender and its user simulators
+  (notebook 16); :mod:`~course_lib.llm.judge`: the LLM as a pairwise judge (notebook 17).
 
 Nothing outside ``course_lib.llm`` imports it, and ``transformers`` is imported lazily,
 so the rest of the course works without the ``[llm]`` extra.

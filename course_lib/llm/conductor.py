@@ -623,6 +623,3 @@ def out_of_catalog_rate(ids: Sequence[int], corpus: Corpus) -> float:
     if not ids:
         return float("nan")
     return float(np.mean([i not in corpus.position for i in ids]))
-
-
-# ============================================================================= dialogue (notebook 16)

@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import sys
 import tempfile
 import time
@@ -53,16 +54,20 @@ def main(argv=None) -> int:
             folder.mkdir(parents=True)
             (folder / f"{name}.ipynb").write_text(json.dumps(nb))
             jobs.append((f"s{i:03d}", folder, tmp / "autograded" / f"s{i:03d}", tmp / "feedback" / f"s{i:03d}"))
-        t0 = time.monotonic()
+        load0, t0 = os.getloadavg()[0], time.monotonic()
         rows = grade_many(name, jobs, Limits(), workers)
-        wall = time.monotonic() - t0
+        wall, load1 = time.monotonic() - t0, os.getloadavg()[0]
+    cpu = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+              for f in ("ru_utime", "ru_stime"))
+    # the CPU seconds bound the wall time on otherwise idle cores: cpu / workers
     full = sum(r["score"] == r["max_score"] for r in rows)
     per = sorted(r["seconds"] for r in rows)
     table = "\n".join([
-        "| assignment | submissions | workers | full marks | wall time (min) | per submission, median (s) | per submission, max (s) | sandbox | machine |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| assignment | submissions | workers | full marks | wall time (min) | per submission, median (s) | per submission, max (s) | CPU time (min) | CPU time / workers (min) | load average, start / end | sandbox | machine |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         f"| {name} | {len(rows)} | {workers} | {full}/{len(rows)} | {wall / 60:.1f} | {per[len(per) // 2]:.1f} | "
-        f"{per[-1]:.1f} | {support()[1]} | {os.cpu_count()} cores, {platform.machine()} |"])
+        f"{per[-1]:.1f} | {cpu / 60:.1f} | {cpu / 60 / workers:.1f} | {load0:.1f} / {load1:.1f} | {support()[1]} | "
+        f"{os.cpu_count()} cores, {platform.machine()} |"])
     print(table)
     out = ROOT / "benchmarks" / "results" / "grading.md"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import guard
+from . import integrity
 
 ROOT = Path(__file__).resolve().parent.parent
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
@@ -76,9 +77,10 @@ class Assignment:
     release_path: Path
     cells: list = field(default_factory=list)
     tests: list = field(default_factory=list)          # Canon of role test, in order
-    references: dict = field(default_factory=dict)     # test grade_id -> course_lib names the tests use
+    references: dict = field(default_factory=dict)     # test grade_id -> course_lib targets its tests compare with
     answer_functions: dict = field(default_factory=dict)  # answer grade_id -> function names it defines
     test_of_answer: dict = field(default_factory=dict)    # answer grade_id -> the test grade_id that follows
+    exercises: integrity.Exercises = field(default_factory=integrity.Exercises)  # what each answer must not use
     public_text: str = ""    # every cell of the source outside the hidden blocks
 
     @property
@@ -121,6 +123,7 @@ def load(name: str, root: Path = ROOT) -> Assignment:
     a.public_text = "\n".join(split_hidden(_src(c))[0] for c in snb["cells"]) + "\n" + rel.read_text(encoding="utf-8")
     seg = 0
     last_answer = None
+    code_cells = []  # (role, grade_id, source, hidden) for the integrity check
     for c in snb["cells"]:
         md = c.get("metadata", {}).get("nbgrader") or {}
         gid = md.get("grade_id", "")
@@ -130,28 +133,35 @@ def load(name: str, root: Path = ROOT) -> Assignment:
             can = Canon("test", visible, "code", gid, c.get("id", ""), float(md.get("points", 0)), hidden, seg,
                         _src(c))
             a.tests.append(can)
+            code_cells.append(("test", gid, visible, hidden))
             if last_answer:
                 a.test_of_answer[last_answer] = gid
             seg += 1
         elif md.get("solution"):
             can = Canon("answer", release_by_gid.get(gid, _src(c)), c["cell_type"], gid, c.get("id", ""), seg=seg)
             a.answer_functions[gid] = _defined_functions(_src(c))
+            if c["cell_type"] == "code":
+                code_cells.append(("answer", gid, _src(c), ""))
             last_answer = gid
         elif md.get("locked") and gid:
             can = Canon("locked", release_by_gid.get(gid, _src(c)), c["cell_type"], gid, c.get("id", ""), seg=seg)
             seg += 1
         else:
             can = Canon("plain", _src(c), c["cell_type"], "", c.get("id", ""), seg=seg)
+        if can.role in ("locked", "plain") and can.cell_type == "code":
+            code_cells.append(("course", gid, can.source, ""))
         a.cells.append(can)
+    a.exercises = integrity.exercise_references(name, code_cells, a.test_of_answer)
     for t in a.tests:
-        a.references[t.grade_id] = _course_lib_names(t.source + "\n" + t.hidden)
+        a.references[t.grade_id] = a.exercises.tested.get(t.grade_id, set())
     return a
 
 
 # --------------------------------------------------------------------------- static checks
 
 def _parse(source: str):
-    lines = [("pass" if ln.lstrip().startswith(("%", "!")) else ln) for ln in source.splitlines()]
+    lines = [(ln[: len(ln) - len(ln.lstrip())] + "pass" if ln.lstrip().startswith(("%", "!")) else ln)
+             for ln in source.splitlines()]
     try:
         return ast.parse("\n".join(lines))
     except SyntaxError:
@@ -161,25 +171,6 @@ def _parse(source: str):
 def _defined_functions(source: str) -> set:
     tree = _parse(source)
     return {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))} if tree else set()
-
-
-def _course_lib_names(source: str) -> set:
-    """Attribute names reached through course_lib (``cl.metrics.ndcg_at_k`` -> ndcg_at_k)."""
-    tree = _parse(source)
-    names = set()
-    if not tree:
-        return names
-    for n in ast.walk(tree):
-        if isinstance(n, ast.Attribute):
-            base = n
-            while isinstance(base, ast.Attribute):
-                base = base.value
-            if isinstance(base, ast.Name) and base.id in ("cl", "course_lib"):
-                names.add(n.attr)
-        elif isinstance(n, ast.ImportFrom) and (n.module or "").startswith("course_lib"):
-            names.update(a.name for a in n.names)
-    return names - {"record", "seed_everything", "get_device", "fast_mode", "data", "prep", "metrics",
-                    "models", "train", "plots", "env"}
 
 
 SUSPICIOUS = {
@@ -215,6 +206,13 @@ SUSPICIOUS = {
     "__grader": "touches the grader's guard",
     "gradebook": "looks for the gradebook",
     "solutions": "looks for the solutions",
+    "__closure__": "reads a function's closure (unwraps the grader's watch on a reference?)",
+    "cell_contents": "reads or changes a closure cell (unwraps the grader's watch on a reference?)",
+    "__code__": "reads or swaps a function's code",
+    "reload(": "reloads a module (a fresh, unwatched copy of course_lib?)",
+    "spec_from_file_location": "loads a second copy of a module from its file",
+    "exec_module": "executes a module's code itself",
+    "SourceFileLoader": "loads a second copy of a module from its file",
 }
 
 
@@ -245,13 +243,6 @@ def static_flags(source: str) -> list[str]:
             if isinstance(n, ast.ClassDef) and any(isinstance(b, ast.Name) and b.id in ("float", "int") for b in n.bases):
                 found.append(f"subclasses a number type (`class {n.name}`)")
     return sorted(set(found))
-
-
-def reference_calls(answer_source: str, functions: set, references: set) -> list[str]:
-    """course_lib names used by an answer that are the reference for this very exercise."""
-    used = _course_lib_names(answer_source)
-    hits = sorted(used & (set(functions) | set(references)))
-    return hits
 
 
 # --------------------------------------------------------------------------- rebuilding a submission

@@ -21,6 +21,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from . import assignment as asg
+from . import integrity
 from . import verdict
 from .runner import Limits, execute
 
@@ -275,13 +276,9 @@ def grade_submission(a: asg.Assignment, folder: Path | None, student: str, out_d
             if g.get("role") in ("answer", "student") and cell["cell_type"] == "code":  # not the course's own cells
                 for f in asg.static_flags(cell["source"]):
                     flags.append(f"suspicious code: {f}")
-                if g.get("role") == "answer":
-                    test = a.test_of_answer.get(g["grade_id"], "")
-                    hits = asg.reference_calls(cell["source"], a.answer_functions.get(g["grade_id"], set()),
-                                               a.references.get(test, set()))
-                    if hits:
-                        flags.append(f"integrity: the answer `{g['grade_id']}` calls course_lib's reference "
-                                     f"{', '.join('`' + h + '`' for h in hits)} instead of implementing it")
+        # an answer that reaches the reference of the very function it should write (by name, alias,
+        # attribute, getattr, import); the grading run watches the calls too (verdict.decide)
+        flags += integrity.static_flags(a, nb)
         with tempfile.TemporaryDirectory(prefix="grading-stage-") as tmp:
             os.chmod(tmp, 0o700)
             stage = Path(tmp) / "work"

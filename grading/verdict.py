@@ -27,6 +27,7 @@ from urllib.parse import unquote
 from pathlib import Path
 
 from . import assignment as asg
+from . import integrity
 from .runner import Limits, prepare_sandbox
 
 MAIN = Path(__file__).resolve().parent / "verdict_main.py"
@@ -39,6 +40,7 @@ class Verdicts:
     tests: dict = field(default_factory=dict)      # test index -> {"status", "part", "ename", "retried"}
     cells: dict = field(default_factory=dict)      # step index -> status of a non-test step
     flags: list = field(default_factory=list)
+    references: list = field(default_factory=list)  # (watched target, "step/qualname;...") the watch saw
     runs: int = 0
     seconds: float = 0.0
     problem: str = ""
@@ -69,7 +71,7 @@ def plan_steps(nb: dict, a: asg.Assignment) -> list[tuple[str, str, str]]:
 
 
 def _launch(steps, stage: Path, slot: int, limits: Limits, hide_extra, first: int, only, skip,
-            data_dir=None) -> tuple[list[list[str]], str, int, float]:
+            data_dir=None, watch=()) -> tuple[list[list[str]], str, int, float]:
     """One grading process. Returns (verdict lines, nonce-less lines seen, exit code, seconds)."""
     t0 = time.monotonic()
     base, comm, spec_path, use_ns, _how = prepare_sandbox(stage, slot, limits, data_dir, hide_extra)
@@ -79,7 +81,7 @@ def _launch(steps, stage: Path, slot: int, limits: Limits, hide_extra, first: in
                                               encoding="utf-8")
         os.chmod(comm / "verdict_main.py", 0o644)
         plan = {"nonce": nonce, "steps": steps, "cell_s": limits.cell_s, "first": first,
-                "only": sorted(only) if only is not None else None, "skip": sorted(skip)}
+                "only": sorted(only) if only is not None else None, "skip": sorted(skip), "watch": list(watch)}
         (comm / "plan.json").write_text(json.dumps(plan), encoding="utf-8")
         os.chmod(comm / "plan.json", 0o600)
         rfd, wfd = os.pipe()
@@ -154,6 +156,7 @@ def decide(a: asg.Assignment, nb: dict, stage: Path, slot: int, limits: Limits, 
            data_dir=None) -> Verdicts:
     """Every test's verdict for the rebuilt notebook ``nb`` (see the module's docstring)."""
     steps = plan_steps(nb, a)
+    watch = a.exercises.watch(integrity.course_index())
     v = Verdicts()
     t0 = time.monotonic()
     n = len(a.tests)
@@ -162,9 +165,17 @@ def decide(a: asg.Assignment, nb: dict, stage: Path, slot: int, limits: Limits, 
     deadline = t0 + max(limits.wall_s * 2, 60)
 
     def one(first, only, skip):
-        lines, forged, rc, secs = _launch(steps, stage, slot, limits, hide_extra, first, only, skip, data_dir)
+        lines, forged, rc, secs = _launch(steps, stage, slot, limits, hide_extra, first, only, skip, data_dir, watch)
         lines = [p for p in lines if p]
         v.runs += 1
+        for p in lines:  # the references' watch (verdict_main.py, 5.)
+            if p[0] == "REF" and len(p) >= 3 and len(v.references) < 500:
+                rec = (unquote(p[1])[:300], unquote(p[2])[:2000])
+                if rec not in v.references:
+                    v.references.append(rec)
+            elif p[0] == "WATCH" and len(p) >= 2:
+                flags.append("tampering: the grading run's watch on the exercises' references was disturbed, and "
+                             f"put back: {unquote(p[1])[:300]}")
         if forged:
             flags.append(f"tampering: {forged} line(s) on the grading run's verdict channel were not written by "
                          "the grader (an attempt to forge a verdict): they were ignored")
@@ -247,6 +258,7 @@ def decide(a: asg.Assignment, nb: dict, stage: Path, slot: int, limits: Limits, 
                          f"{t.get('retry', 'did not finish').replace('visible ok', 'did not finish')}: review it")
             if t.get("retry") == "ok":
                 t.update(status="ok", part="hidden" if a.tests[k].hidden.strip() else "visible")
+    flags += integrity.dynamic_flags(a, nb, steps, v.references)
     v.flags = list(dict.fromkeys(flags))
     v.seconds = time.monotonic() - t0
     return v

@@ -29,6 +29,17 @@ sandbox). What it does, in order:
 4. Verdicts go to a pipe whose write end the grader opened before the process started; every
    line carries a per-run random nonce that only the main thread holds, so text written by
    the submission cannot pass for a verdict (the grader flags any line without it).
+5. **The references' watch** (integrity, see grading/integrity.py). Before any cell runs, every
+   function the plan names (``watch``: each exercise's course_lib reference, and functions the
+   notebook's own cells define, wrapped once their cell ran) is replaced, wherever course_lib
+   holds it, by a wrapper that looks at its calling frame: when that frame is code the student
+   wrote (not a file, not the course's or a test's cell), the wrapper raises the audit event
+   ``grader.reference`` with the code objects of the stack; the audit hook (unreachable from
+   the submission) keeps them, and the main thread reports them (``REF``) after each step, with
+   the step and name of each frame of student code. After every step the main thread checks that
+   every wrapper is still in place and intact (not unwrapped, replaced, its code or closure
+   changed) and that no watched module's code ran again (a reload, a second copy): it puts
+   things back and reports what it found (``WATCH``). None of this changes a verdict.
 """
 import sys
 
@@ -40,12 +51,63 @@ except NameError:
     from grading.snapshot import snapshot
 
 
+def _watched(orig, key, audit, getframe):
+    """A wrapper of the reference ``orig``: a call from code that is not in a file (a notebook cell,
+    code compiled at run time) raises the audit event ``grader.reference`` with the stack's code
+    objects of that kind, innermost first; the grading run's audit hook decides what it was."""
+
+    def watched(*args, **kwargs):
+        try:
+            f = getframe(1)
+            if not f.f_code.co_filename.startswith(("/", "<frozen")):
+                codes = []
+                while f is not None and len(codes) < 24:
+                    c = f.f_code
+                    if not c.co_filename.startswith(("/", "<frozen")):
+                        codes.append(c)
+                    f = f.f_back
+                audit("grader.reference", key, tuple(codes))
+        except Exception:
+            pass
+        return orig(*args, **kwargs)
+
+    for attr in ("__name__", "__qualname__", "__doc__", "__module__"):
+        try:
+            setattr(watched, attr, getattr(orig, attr))
+        except Exception:
+            pass
+    return watched
+
+
 def main():  # noqa: C901 - one function on purpose: its locals are out of the submission's reach
     import _thread
     import os
 
+    from types import CodeType
+
     refused = []
     state = {"armed": False}
+    refs, ref_seen, reloads = [], set(), []   # what the references' watch saw (see 5. above)
+    code_info = {}                            # id(code object) -> (step, compiled by the course or a test?)
+    watched_keys, watched_files = set(), set()
+
+    def note_reference(args):
+        key, codes = args
+        if type(key) is not str or key not in watched_keys or type(codes) is not tuple or not codes:
+            return
+        frames = []
+        for c in codes[:24]:
+            if type(c) is not CodeType:
+                return
+            info = code_info.get(id(c))
+            if info is not None and info[1] and not frames:
+                return  # called by the course's own code or by a test
+            name = "".join(ch if ch.isalnum() or ch in "_.<>" else "_" for ch in str(c.co_qualname)[:80])
+            frames.append(f"{info[0] if info is not None else -1}/{name}")
+        rec = (key, ";".join(frames))
+        if rec not in ref_seen and len(refs) < 200:
+            ref_seen.add(rec)
+            refs.append(rec)
     main_ident = _thread.get_ident()
     realpath = os.path.realpath
     FRAME_ATTRS = ("tb_frame", "gi_frame", "cr_frame", "ag_frame", "f_back", "gi_code", "cr_code", "ag_code")
@@ -61,6 +123,19 @@ def main():  # noqa: C901 - one function on purpose: its locals are out of the s
             refused.append(event)
             raise RuntimeError("grader: no audit hooks")
         if not state["armed"]:
+            return
+        if event == "grader.reference":
+            try:
+                note_reference(args)
+            except Exception:
+                pass
+            return
+        if event == "exec":
+            try:
+                if watched_files and args and type(args[0]) is CodeType and args[0].co_filename in watched_files:
+                    reloads.append(args[0].co_filename)
+            except Exception:
+                pass
             return
         why = ""
         if event in DENY:
@@ -116,6 +191,7 @@ def main():  # noqa: C901 - one function on purpose: its locals are out of the s
     steps = plan.pop("steps")
     cell_s = float(plan.get("cell_s", 120))
     first, only, skip = plan.get("first", 0), plan.get("only"), set(plan.get("skip", []))
+    watch = list(plan.get("watch") or [])
     del plan
     import weakref
 
@@ -153,6 +229,135 @@ def main():  # noqa: C901 - one function on purpose: its locals are out of the s
             codes.append(compile(transform(src), f"<{kind} {key}>", "exec"))
         except SyntaxError as exc:
             codes.append(exc)
+    for i, (kind, key, _src) in enumerate(steps):
+        if isinstance(codes[i], SyntaxError):
+            continue
+        trusted = kind in ("visible", "hidden") or key.split(":", 1)[-1] in ("plain", "locked")
+        todo = [codes[i]]
+        while todo:
+            c = todo.pop()
+            code_info[id(c)] = (i, trusted)
+            todo.extend(x for x in c.co_consts if type(x) is CodeType)
+
+    # the references' watch (5. above): wrap every watched course_lib function wherever course_lib holds it
+    import importlib
+    import pkgutil
+
+    audit, getframe = sys.audit, sys._getframe
+    FunctionType = type(main)
+    installed, wrappers, nb_watch, nb_installed = [], [], {}, {}
+
+    def wrap(fn, key):
+        w = _watched(fn, key, audit, getframe)
+        try:
+            import inspect
+            w.__signature__ = inspect.signature(fn)
+        except Exception:
+            pass
+        wrappers.append((w, w.__code__, [c.cell_contents for c in w.__closure__], key))
+        return w
+
+    if watch:
+        try:
+            import course_lib
+            for m in pkgutil.walk_packages(course_lib.__path__, "course_lib."):
+                if ".demos" not in m.name:
+                    try:
+                        importlib.import_module(m.name)
+                    except Exception:
+                        pass
+        except Exception:
+            pass
+    for target in watch:
+        if target.startswith("nb:"):
+            nb_watch[target[3:]] = target
+            watched_keys.add(target)
+            continue
+        mod, _, qual = target.partition(":")
+        try:
+            holder = importlib.import_module(mod)
+            parts = qual.split(".")
+            for part in parts[:-1]:
+                holder = getattr(holder, part)
+            raw = vars(holder).get(parts[-1])
+        except Exception:
+            continue
+        kind = staticmethod if isinstance(raw, staticmethod) else classmethod if isinstance(raw, classmethod) else None
+        fn = raw.__func__ if kind else raw
+        if not callable(fn) or isinstance(fn, type):
+            continue
+        w = wrap(fn, target)
+        obj = kind(w) if kind else w
+        watched_keys.add(target)
+        watched_files.add(getattr(getattr(fn, "__code__", None), "co_filename", None) or "")
+        if isinstance(holder, type):
+            try:
+                type.__setattr__(holder, parts[-1], obj)
+                installed.append((holder, parts[-1], obj, fn))
+            except Exception:
+                pass
+            continue
+        for name, m in list(sys.modules.items()):
+            if m is not None and (name == "course_lib" or name.startswith("course_lib.")):
+                d = vars(m)
+                for k, v in list(d.items()):
+                    if v is fn:
+                        d[k] = obj
+                        installed.append((m, k, obj, fn))
+    watched_files.discard("")
+
+    def watch_check():
+        """Wrappers still in place and intact? Put back what is not, and say what it was."""
+        out = []
+        for holder, attr, obj, fn in installed:
+            cur = vars(holder).get(attr)
+            if cur is not obj:
+                how = "unwrapped" if getattr(cur, "__func__", cur) is fn else ("removed" if cur is None else "replaced")
+                try:
+                    (type.__setattr__ if isinstance(holder, type) else setattr)(holder, attr, obj)
+                except Exception:
+                    pass
+                out.append(f"{getattr(holder, '__name__', '?')}.{attr} ({how})")
+        for name, (w, fn) in nb_installed.items():
+            if ns.get(name) is fn:
+                ns[name] = w
+                out.append(f"the notebook's {name} (unwrapped)")
+        for w, code0, cells0, key in wrappers:
+            bad = w.__code__ is not code0 or w.__defaults__ is not None or w.__kwdefaults__ is not None
+            for c, v in zip(w.__closure__ or (), cells0):
+                try:
+                    bad = bad or c.cell_contents is not v
+                except ValueError:
+                    bad = True
+            if bad:
+                try:
+                    w.__code__, w.__defaults__, w.__kwdefaults__ = code0, None, None
+                    for c, v in zip(w.__closure__ or (), cells0):
+                        c.cell_contents = v
+                except Exception:
+                    pass
+                out.append(f"the wrapper of {key.replace(':', '.')} (altered)")
+        for name, key in nb_watch.items():  # the notebook's own reference, once its cell has run
+            v = ns.get(name)
+            if name not in nb_installed or (v is not nb_installed[name][0] and v is not nb_installed[name][1]):
+                if type(v) is FunctionType and code_info.get(id(v.__code__), (0, False))[1]:
+                    w = wrap(v, key)
+                    ns[name] = w
+                    nb_installed[name] = (w, v)
+        while reloads:
+            out.append(f"{reloads.pop(0)} ran again (a reloaded module, or a second copy of it)")
+        return out
+
+    sent = [0]
+
+    def report():
+        for what in watch_check():
+            emit("WATCH", quote(what[:300], safe=""))
+        while sent[0] < len(refs):
+            key, frames = refs[sent[0]]
+            sent[0] += 1
+            emit("REF", quote(key, safe=""), quote(frames, safe=""))
+
     check = snapshot(ns, shell, system=True)
     errors = []
 
@@ -206,6 +411,7 @@ def main():  # noqa: C901 - one function on purpose: its locals are out of the s
         if not counted:
             del errors[:]
             status = run(code, ns)
+            report()
             emit("S", i, status, (errors[-1] if errors else "-")[:80])
             if status == "timeout":
                 emit("EXIT", "timeout")
@@ -213,6 +419,7 @@ def main():  # noqa: C901 - one function on purpose: its locals are out of the s
             continue
         del errors[:]
         status = run(code, ns if kind == "visible" else dict(ns))
+        report()
         after = check()
         if after:
             emit("TAMPER", k, quote(", ".join(after)[:2000], safe=""))
@@ -224,6 +431,7 @@ def main():  # noqa: C901 - one function on purpose: its locals are out of the s
         if status == "timeout":
             emit("EXIT", "timeout")
             os._exit(3)
+    report()
     for r in sorted(set(refused))[:50]:
         emit("REFUSED", quote(r[:300], safe=""))
     emit("END")

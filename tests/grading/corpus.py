@@ -1,7 +1,8 @@
-"""A corpus of bad (and good) submissions of 00_welcome, each with its expected outcome.
+"""A corpus of bad (and good) submissions, each with its expected outcome.
 
-Each case builds a student folder from the reference solution or the release; the
-expected outcome is (status, score) plus optional checks on notes/flags/reason.
+Each case builds a student folder from the reference solution or the release of 00_welcome
+(or, for the integrity cases, of 01 and 04); the expected outcome is (status, score) plus
+optional checks on notes/flags/reason.
 """
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ NAME = "00_welcome"
 ANSWER, TEST = "describe", "test_describe"
 
 
-def _load(kind: str) -> dict:
-    base = ROOT / ("solutions" if kind == "solution" else "notebooks") / NAME / f"{NAME}.ipynb"
+def _load(kind: str, name: str = NAME) -> dict:
+    base = ROOT / ("solutions" if kind == "solution" else "notebooks") / name / f"{name}.ipynb"
     return json.loads(base.read_text(encoding="utf-8"))
 
 
@@ -38,9 +39,9 @@ def describe(df):
 WRONG_MEAN = GOOD.replace('float(df["rating"].mean())', 'float(df["rating"].median())')
 
 
-def with_answer(src: str, base: str = "release") -> dict:
-    nb = _load(base)
-    nb["cells"][_index(nb, ANSWER)]["source"] = src.strip("\n")
+def with_answer(src: str, base: str = "release", name: str = NAME, gid: str = ANSWER) -> dict:
+    nb = _load(base, name)
+    nb["cells"][_index(nb, gid)]["source"] = src.strip("\n")
     return nb
 
 
@@ -63,6 +64,8 @@ class Case:
     reason: str = ""                 # a substring expected in the problem / test reason
     what: str = ""                   # the bad behaviour, for the table
     review: bool | None = None       # must the row be flagged for review (needs_review)?
+    notebook: str = NAME             # the assignment it is a submission of
+    no_flag: str = ""                # a substring that must be in no flag
 
 
 class Evil:
@@ -219,6 +222,7 @@ print("LEAK2", getattr(sys, "last_value", None), In, {k: v for k, v in globals()
                   what="displays <script>, an onerror handler, an iframe, next to a plot"))
     C.extend(forgery_cases())
     C.extend(leak_cases())
+    C.extend(integrity_cases())
     return C
 
 
@@ -430,6 +434,114 @@ def leak_cases() -> list[Case]:
 
 
 LEAK_CASES = [c.name for c in leak_cases()]
+
+
+# --------------------------------------------------------------------------- integrity (issue 15)
+# An answer that reaches course_lib's reference of the very function it should write, however it
+# reaches it, is flagged for review (never a score change); a correct answer that uses an allowed
+# helper, or a student's own cell that checks an answer against the reference, is not.
+
+NB01, NB04, NB07 = "01_interaction_matrix", "04_markov_chains", "07_bert4rec"
+INTEGRITY = "integrity: the answer"
+DYNAMIC = "in the grading run"
+
+
+def _solution_answer(name: str, gid: str) -> str:
+    nb = _load("solution", name)
+    return nb["cells"][_index(nb, gid)]["source"]
+
+
+def _matrix(expr: str, head: str = "") -> str:
+    """01's build_matrix answered by calling ``expr`` (course_lib's interaction_matrix, somehow)."""
+    return (head + "\ndef build_matrix(df, n_users, n_items, implicit=False):\n"
+            f"    return {expr}(df, n_users, n_items, implicit=implicit)\n")
+
+
+def _counts(expr: str, head: str = "") -> str:
+    """04's count_transitions answered by calling ``expr`` (course_lib's transition_counts, somehow)."""
+    return (head + "\ndef count_transitions(histories, n_items):\n"
+            f"    return np.asarray({expr}(histories, n_items).toarray(), dtype=np.int64)\n")
+
+
+COUNTS_OWN = '''
+def count_transitions(histories, n_items):
+    C = np.zeros((n_items + 1, n_items + 1), dtype=np.int64)
+    for h in histories:
+        h = np.asarray(h, dtype=np.int64)
+        np.add.at(C, (h[:-1], h[1:]), 1)
+    return C
+'''
+
+# a student's own check of the answer against the reference, at the top level of their own cell
+SELF_CHECK = '''
+_h = [np.array([1, 2, 1, 2]), np.array([2, 3])]
+assert np.array_equal(count_transitions(_h, 3), transition_counts(_h, 3).toarray())
+print("my count_transitions agrees with course_lib's")
+'''
+
+# unwraps the grading run's watch on interaction_matrix (a closure walk) and puts the original back
+UNWRAP = '''
+import course_lib.prep as _p
+_real = _p.interaction_matrix
+for _c in (getattr(_real, "__closure__", None) or ()):
+    _v = _c.cell_contents
+    if callable(_v) and getattr(_v, "__name__", "") == "interaction_matrix" and _v is not _real:
+        _p.interaction_matrix = _real = _v
+'''
+
+
+def integrity_cases() -> list[Case]:
+    def c01(name, answer, flag, what, cell="", **kw):
+        d = with_answer(answer, name=NB01, gid="build_matrix")
+        if cell:
+            d = add_cell(d, cell, after_gid="build_matrix")
+        return Case(name, {f"{NB01}.ipynb": d}, "graded", None, flag=flag, review=True, notebook=NB01, what=what, **kw)
+
+    def c04(name, answer, flag, what, cell="", **kw):
+        d = with_answer(answer, name=NB04, gid="count_transitions")
+        if cell:
+            d = add_cell(d, cell, after_gid="count_transitions")
+        return Case(name, {f"{NB04}.ipynb": d}, "graded", None, flag=flag, review=True, notebook=NB04, what=what, **kw)
+
+    both = (INTEGRITY, DYNAMIC)  # flagged statically and by the grading run's watch
+    return [
+        c04("ref_by_name", _counts("transition_counts"), both,
+            "calls transition_counts, which a course cell imported by name"),
+        c04("ref_alias_own_cell", _counts("tc"), both, "calls tc, set to transition_counts in the student's own cell",
+            cell="tc = transition_counts"),
+        c01("ref_alias_import", _matrix("im", "from course_lib.prep import interaction_matrix as im"), both,
+            "imports interaction_matrix under another name in the answer"),
+        c01("ref_alias_attribute", _matrix("f"), both, "calls f, set to prep.interaction_matrix in its own cell",
+            cell="f = prep.interaction_matrix"),
+        c01("ref_attribute", _matrix("prep.interaction_matrix"), both, "calls prep.interaction_matrix"),
+        c04("ref_attribute_deep", _counts("cl.models.markov.transition_counts"), both,
+            "calls cl.models.markov.transition_counts"),
+        c01("ref_getattr_const", _matrix('getattr(prep, "interaction_matrix")'), both,
+            "getattr(prep, \"interaction_matrix\")"),
+        c04("ref_getattr_built", _counts('getattr(m, "transition" + "_counts")', "import course_lib.models.markov as m"),
+            both, "getattr(m, \"transition\" + \"_counts\") on the module imported as m"),
+        c01("ref_getattr_runtime", _matrix('getattr(prep, "".join(reversed("xirtam_noitcaretni")))'),
+            (DYNAMIC, "computed at run time"), "getattr with a name only known at run time: the grading run sees it"),
+        c04("ref_module_alias", _counts("mk.transition_counts"), both,
+            "the module imported as mk in the student's own cell", cell="import course_lib.models.markov as mk"),
+        c01("ref_importlib", _matrix('importlib.import_module("course_lib" + ".prep").interaction_matrix',
+                                     "import importlib"), both, "importlib.import_module(...).interaction_matrix"),
+        c04("ref_dunder_import", _counts('__import__("course_lib.models.markov", fromlist=["x"]).transition_counts'),
+            both, "__import__(..., fromlist=...).transition_counts"),
+        c01("ref_unwrap", _matrix("_real"), ("tampering: the grading run's watch", "unwrapped", "__closure__"),
+            "finds the original behind the grading run's wrapper (closure walk) and puts it back", cell=UNWRAP),
+        Case("ref_clean_allowed_helper", {f"{NB07}.ipynb": with_answer(_solution_answer(NB07, "inference_input"), name=NB07,
+                                                                     gid="inference_input")},
+             "graded", None, notebook=NB07, no_flag="integrity",
+             what="07's inference_input with prep.pad_sequences, as the prose recommends: not flagged"),
+        Case("ref_clean_self_check", {f"{NB04}.ipynb": add_cell(with_answer(COUNTS_OWN, name=NB04, gid="count_transitions"),
+                                                                 SELF_CHECK, after_gid="count_transitions")},
+             "graded", None, review=False, notebook=NB04, no_flag="integrity",
+             what="its own count_transitions, checked against transition_counts in its own cell: not flagged"),
+    ]
+
+
+INTEGRITY_CASES = [c.name for c in integrity_cases()]
 
 
 def write(case: Case, folder: Path) -> Path:

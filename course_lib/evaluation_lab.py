@@ -136,11 +136,11 @@ def synthetic_sequences(n_users: int = 400, n_items: int = 100, length: int = 20
     """A toy sequential task: each user walks around a ring of items with a personal stride.
 
     User ``u`` draws a stride :math:`s_u \\in \\{1, ..., n\\_steps\\}` and a random first
-    item; each next item is :math:`(i + s_u) \\bmod n` with probability ``p_follow``,
-    else a uniformly random item. Popularity is flat, so the popularity baseline is
-    close to random (HR@10 about 10 / n_items), while a model that reads the last two
-    items predicts the next one most of the time. Returns a frame with columns user,
-    item, rating (1.0), timestamp (the position), IDs 1-based.
+    item; each next item is :math:`((i + s_u - 1) \\bmod n) + 1` (IDs ``1..n``) with
+    probability ``p_follow``, else a uniformly random item. Popularity is flat, so the
+    popularity baseline is close to random (HR@10 about 10 / n_items), while a model
+    that reads the last two items predicts the next one most of the time. Returns a
+    frame with columns user, item, rating (1.0), timestamp (the position), IDs 1-based.
     """
     if n_items < 2 or length < 3 or n_users < 1 or n_steps < 1:
         raise ValueError("need n_items >= 2, length >= 3, n_users >= 1 and n_steps >= 1")

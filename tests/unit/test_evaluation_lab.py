@@ -106,6 +106,20 @@ def test_synthetic_sequences_shape_and_signal():
     assert lab.synthetic_sequences(seed=1).equals(lab.synthetic_sequences(seed=1))
 
 
+def test_synthetic_sequences_follow_the_documented_ring_on_ids():
+    """Notebook 09 states the walk on the IDs 1..n: next = ((i + s - 1) mod n) + 1, so n is followed by s."""
+    n = 10
+    df = lab.synthetic_sequences(n_users=40, n_items=n, length=15, n_steps=3, p_follow=1.0, seed=4)
+    wrapped = 0
+    for _, g in df.groupby("user"):
+        items = g.sort_values("timestamp").item.to_numpy()
+        s = int((items[1] - items[0]) % n)
+        assert 1 <= s <= 3
+        assert all(items[t + 1] == (items[t] + s - 1) % n + 1 for t in range(len(items) - 1))
+        wrapped += int(any(items[t] > items[t + 1] for t in range(len(items) - 1)))
+    assert wrapped > 0, "some walks go past item n and start again at the low IDs"
+
+
 def test_embed_sequence_positions_from_the_right_and_padding():
     torch.manual_seed(0)
     item, pos = nn.Embedding(11, 8, padding_idx=0), nn.Embedding(6, 8)

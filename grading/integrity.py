@@ -553,13 +553,8 @@ class Resolver:
         return out
 
     # ---- statements
-    def bind_import(self, node, env: dict, course_cell: bool, replace: bool = True) -> None:
-        def put(name, targets):
-            if replace:
-                env[name] = set(targets)
-            else:
-                env.setdefault(name, set()).update(targets)
-
+    def bind_import(self, node, put) -> None:
+        """Calls ``put(name, targets)`` for every name an import statement binds."""
         if isinstance(node, ast.Import):
             for a in node.names:
                 if a.asname:
@@ -653,6 +648,9 @@ class NotebookCode:
         self.regions: dict[tuple, Region] = {}
         self.functions: dict[str, tuple] = {}   # "fn:<cell>:<name>" -> (cell, name)
         self.nb_defined: set = set()            # functions def'd in course cells
+        self.events: list = []                  # (position, name, targets) at the end of each cell
+        self.pos = 0
+        self._touched: set = set()
         pending = []
         for i, kind, src in cells:
             tree = parse(src)
@@ -662,62 +660,75 @@ class NotebookCode:
                 self.regions[(i, "<module>")] = Region(i, "<module>")
             for stmt in tree.body:
                 self._top(stmt, i, kind, pending)
-        for i, name, node in pending:  # function bodies see the final global names
-            self._function_region(i, name, node)
+            self.pos += 1
+            self.events += [(self.pos, n, set(self.env.get(n, ()))) for n in sorted(self._touched)]
+            self._touched = set()
+        # a function runs later (the tests are cells of their own): a global name in it holds what it
+        # held when the function was defined, or what it held at the end of any later cell
+        for i, name, node, pos, snap in pending:
+            env = snap
+            for p, n, t in self.events:
+                if p > pos:
+                    env.setdefault(n, set()).update(t)
+            self._function_region(i, name, node, env)
+
+    def _bind(self, name: str, targets, replace: bool = True) -> None:
+        targets = set(targets)
+        if replace:
+            self.env[name] = set(targets)
+        else:
+            self.env.setdefault(name, set()).update(targets)
+        self._touched.add(name)
 
     # top level (flow-sensitive: a plain assignment replaces what the name held)
     def _top(self, stmt, i: int, kind: str, pending: list, replace: bool = True) -> None:
         student = kind == "student"
+        self.pos += 1
         lookup = _lookup_in(self.env)
         if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             if student:
                 key = f"fn:{i}:{stmt.name}"
                 self.functions[key] = (i, stmt.name)
                 self.regions[(i, stmt.name)] = Region(i, stmt.name)
-                pending.append((i, stmt.name, stmt))
-                self.env[stmt.name] = {key}
+                self._bind(stmt.name, {key})
+                pending.append((i, stmt.name, stmt, self.pos, {k: set(v) for k, v in self.env.items()}))
             else:
                 if isinstance(stmt, ast.ClassDef):
                     self.nb_defined.discard(stmt.name)
                 else:
                     self.nb_defined.add(stmt.name)
-                self.env[stmt.name] = {"nb:" + stmt.name}
+                self._bind(stmt.name, {"nb:" + stmt.name})
             return
         if student:
             self._collect_uses(stmt, self.regions[(i, "<module>")], lookup, skip_defs=True)
         for n in _walk_no_defs(stmt):
             if isinstance(n, ast.NamedExpr) and isinstance(n.target, ast.Name):
-                self.env.setdefault(n.target.id, set()).update(self.r.resolve(n.value, lookup))
+                self._bind(n.target.id, self.r.resolve(n.value, lookup), replace=False)
         if isinstance(stmt, (ast.Import, ast.ImportFrom)):
-            self.r.bind_import(stmt, self.env, not student, replace)
+            self.r.bind_import(stmt, lambda name, targets: self._bind(name, targets, replace))
         elif isinstance(stmt, ast.Assign):
             for t, v in _assign_pairs(stmt.targets, stmt.value):
                 targets = self.r.resolve(v, lookup)
                 if isinstance(t, ast.Name):
-                    if replace:
-                        self.env[t.id] = set(targets)
-                    else:
-                        self.env.setdefault(t.id, set()).update(targets)
+                    self._bind(t.id, targets, replace)
                 elif isinstance(t, (ast.Tuple, ast.List)):
                     for n in _stored_names(t):
-                        self.env.setdefault(n, set()).update(targets)
+                        self._bind(n, targets, replace=False)
                 elif isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name) and targets:
-                    self.env.setdefault(t.value.id, set()).update(targets)  # d["f"] = ref: d holds it
+                    self._bind(t.value.id, targets, replace=False)  # d["f"] = ref: d holds it
         elif isinstance(stmt, (ast.AnnAssign, ast.AugAssign)) and stmt.value is not None:
             if isinstance(stmt.target, ast.Name):
-                targets = self.r.resolve(stmt.value, lookup)
-                if isinstance(stmt, ast.AnnAssign) and replace:
-                    self.env[stmt.target.id] = set(targets)
-                else:
-                    self.env.setdefault(stmt.target.id, set()).update(targets)
+                self._bind(stmt.target.id, self.r.resolve(stmt.value, lookup),
+                           replace and isinstance(stmt, ast.AnnAssign))
         elif isinstance(stmt, ast.Delete):
             for t in stmt.targets:
                 if isinstance(t, ast.Name) and replace:
                     self.env.pop(t.id, None)
+                    self._touched.add(t.id)
         elif isinstance(stmt, (ast.For, ast.AsyncFor)):
             targets = self.r.resolve(stmt.iter, lookup)
             for n in _stored_names(stmt.target):
-                self.env.setdefault(n, set()).update(targets)
+                self._bind(n, targets, replace=False)
             for b in stmt.body + stmt.orelse:
                 self._top(b, i, kind, pending, replace=False)
         elif isinstance(stmt, (ast.With, ast.AsyncWith)):
@@ -725,7 +736,7 @@ class NotebookCode:
                 if item.optional_vars is not None:
                     targets = self.r.resolve(item.context_expr, lookup)
                     for n in _stored_names(item.optional_vars):
-                        self.env.setdefault(n, set()).update(targets)
+                        self._bind(n, targets, replace=False)
             for b in stmt.body:
                 self._top(b, i, kind, pending, replace=False)
         elif isinstance(stmt, (ast.If, ast.While)):
@@ -735,15 +746,15 @@ class NotebookCode:
             for b in stmt.body + stmt.orelse + stmt.finalbody + [x for h in stmt.handlers for x in h.body]:
                 self._top(b, i, kind, pending, replace=False)
 
-    def _function_region(self, i: int, name: str, node) -> None:
+    def _function_region(self, i: int, name: str, node, env: dict) -> None:
         region = self.regions[(i, name)]
         local: dict[str, set] = {}
         locals_ = _local_names(node)
-        lookup = _lookup_in(self.env, local, locals_)
+        lookup = _lookup_in(env, local, locals_)
         for _ in range(2):  # bindings inside the function, flow-insensitive
             for n in ast.walk(node):
                 if isinstance(n, (ast.Import, ast.ImportFrom)):
-                    self.r.bind_import(n, local, False, replace=False)
+                    self.r.bind_import(n, lambda nm, targets: local.setdefault(nm, set()).update(targets))
                 elif isinstance(n, ast.Assign):
                     for t, v in _assign_pairs(n.targets, n.value):
                         targets = self.r.resolve(v, lookup)
@@ -894,7 +905,7 @@ def compared_references(test_source: str, env: dict, index: CourseIndex, nb_func
     lookup = _lookup_in(local)
     for stmt in ast.walk(tree):
         if isinstance(stmt, (ast.Import, ast.ImportFrom)):
-            r.bind_import(stmt, local, True)
+            r.bind_import(stmt, lambda name, targets: local.__setitem__(name, set(targets)))
         elif isinstance(stmt, ast.Assign):
             for t, v in _assign_pairs(stmt.targets, stmt.value):
                 for n in _stored_names(t):

@@ -474,6 +474,7 @@ def count_transitions(histories, n_items):
 
 # a student's own check of the answer against the reference, at the top level of their own cell
 SELF_CHECK = '''
+from course_lib.models.markov import transition_counts
 _h = [np.array([1, 2, 1, 2]), np.array([2, 3])]
 assert np.array_equal(count_transitions(_h, 3), transition_counts(_h, 3).toarray())
 print("my count_transitions agrees with course_lib's")
@@ -491,6 +492,9 @@ for _c in (getattr(_real, "__closure__", None) or ()):
 
 
 def integrity_cases() -> list[Case]:
+    """Each way of reaching the reference. A case imports what it uses itself unless the point is a
+    name a course cell imported (notebooks import the references after the exercises, so such a
+    call fails when the tests run: only the static check can see it)."""
     def c01(name, answer, flag, what, cell="", **kw):
         d = with_answer(answer, name=NB01, gid="build_matrix")
         if cell:
@@ -504,34 +508,33 @@ def integrity_cases() -> list[Case]:
         return Case(name, {f"{NB04}.ipynb": d}, "graded", None, flag=flag, review=True, notebook=NB04, what=what, **kw)
 
     both = (INTEGRITY, DYNAMIC)  # flagged statically and by the grading run's watch
+    prep_ = "from course_lib import prep"
     return [
-        c04("ref_by_name", _counts("transition_counts"), both,
-            "calls transition_counts, which a course cell imported by name"),
+        c04("ref_by_name", _counts("transition_counts"), INTEGRITY,
+            "calls transition_counts, which a course cell imports by name"),
         c04("ref_alias_own_cell", _counts("tc"), both, "calls tc, set to transition_counts in the student's own cell",
-            cell="tc = transition_counts"),
+            cell="from course_lib.models.markov import transition_counts\ntc = transition_counts"),
         c01("ref_alias_import", _matrix("im", "from course_lib.prep import interaction_matrix as im"), both,
             "imports interaction_matrix under another name in the answer"),
         c01("ref_alias_attribute", _matrix("f"), both, "calls f, set to prep.interaction_matrix in its own cell",
-            cell="f = prep.interaction_matrix"),
-        c01("ref_attribute", _matrix("prep.interaction_matrix"), both, "calls prep.interaction_matrix"),
-        c04("ref_attribute_deep", _counts("cl.models.markov.transition_counts"), both,
-            "calls cl.models.markov.transition_counts"),
-        c01("ref_getattr_const", _matrix('getattr(prep, "interaction_matrix")'), both,
+            cell=prep_ + "\nf = prep.interaction_matrix"),
+        c01("ref_attribute", _matrix("prep.interaction_matrix", prep_), both, "calls prep.interaction_matrix"),
+        c04("ref_attribute_deep", _counts("cl.models.markov.transition_counts", "import course_lib.models.markov"),
+            both, "calls cl.models.markov.transition_counts"),
+        c01("ref_getattr_const", _matrix('getattr(prep, "interaction_matrix")', prep_), both,
             "getattr(prep, \"interaction_matrix\")"),
         c04("ref_getattr_built", _counts('getattr(m, "transition" + "_counts")', "import course_lib.models.markov as m"),
             both, "getattr(m, \"transition\" + \"_counts\") on the module imported as m"),
-        c01("ref_getattr_runtime", _matrix('getattr(prep, "".join(reversed("xirtam_noitcaretni")))'),
+        c01("ref_getattr_runtime", _matrix('getattr(prep, "".join(reversed("xirtam_noitcaretni")))', prep_),
             (DYNAMIC, "computed at run time"), "getattr with a name only known at run time: the grading run sees it"),
         c04("ref_module_alias", _counts("mk.transition_counts"), both,
             "the module imported as mk in the student's own cell", cell="import course_lib.models.markov as mk"),
         c01("ref_importlib", _matrix('importlib.import_module("course_lib" + ".prep").interaction_matrix',
                                      "import importlib"), both, "importlib.import_module(...).interaction_matrix"),
-        c04("ref_dunder_import", _counts('__import__("course_lib.models.markov", fromlist=["x"]).transition_counts'),
-            both, "__import__(..., fromlist=...).transition_counts"),
         c01("ref_unwrap", _matrix("_real"), ("tampering: the grading run's watch", "unwrapped", "__closure__"),
             "finds the original behind the grading run's wrapper (closure walk) and puts it back", cell=UNWRAP),
-        Case("ref_clean_allowed_helper", {f"{NB07}.ipynb": with_answer(_solution_answer(NB07, "inference_input"), name=NB07,
-                                                                     gid="inference_input")},
+        Case("ref_clean_allowed_helper", {f"{NB07}.ipynb": with_answer(
+            prep_ + "\n\n" + _solution_answer(NB07, "inference_input"), name=NB07, gid="inference_input")},
              "graded", None, notebook=NB07, no_flag="integrity",
              what="07's inference_input with prep.pad_sequences, as the prose recommends: not flagged"),
         Case("ref_clean_self_check", {f"{NB04}.ipynb": add_cell(with_answer(COUNTS_OWN, name=NB04, gid="count_transitions"),

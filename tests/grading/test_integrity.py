@@ -45,11 +45,15 @@ def counts(expr, head=""):
 
 # ---------------------------------------------------------------- every way of reaching the reference
 
+# notebooks import the references after the exercises: code that uses one at the top level of a
+# cell (where it runs at once) imports it first
+IMP = "from course_lib.models.markov import transition_counts\n"
+
 REACH_04 = {
     "by name": (counts("transition_counts"), []),
-    "alias in the answer": (counts("tc", "tc = transition_counts"), []),
-    "alias in an own cell": (counts("tc"), ["tc = transition_counts"]),
-    "tuple unpacking": (counts("tc"), ["tc, _x = transition_counts, 1"]),
+    "alias in the answer": (counts("tc", IMP + "tc = transition_counts"), []),
+    "alias in an own cell": (counts("tc"), [IMP + "tc = transition_counts"]),
+    "tuple unpacking": (counts("tc"), [IMP + "tc, _x = transition_counts, 1"]),
     "alias of an attribute": (counts("f"), ["f = cl.models.markov.transition_counts"]),
     "import as": (counts("tc", "from course_lib.models.markov import transition_counts as tc"), []),
     "star import": (counts("transition_counts", "from course_lib.models.markov import *"), []),
@@ -75,8 +79,8 @@ REACH_04 = {
     "__import__ fromlist": (counts('__import__("course_lib.models.markov", fromlist=["x"]).transition_counts'), []),
     "__import__ top": (counts('__import__("course_lib.models.markov").models.markov.transition_counts'), []),
     "globals": (counts('globals()["transition_counts"]'), []),
-    "container": (counts('_d["f"]'), ['_d = {"f": transition_counts}']),
-    "partial": (counts("_p", "import functools\n_p = functools.partial(transition_counts)"), []),
+    "container": (counts('_d["f"]'), [IMP + '_d = {"f": transition_counts}']),
+    "partial": (counts("_p", IMP + "import functools\n_p = functools.partial(transition_counts)"), []),
     "default argument": ("def count_transitions(histories, n_items, _f=transition_counts):\n"
                          "    return np.asarray(_f(histories, n_items).toarray(), dtype=np.int64)", []),
     "local alias": ("def count_transitions(histories, n_items):\n    f = transition_counts\n"
@@ -84,14 +88,14 @@ REACH_04 = {
     "local import": ("def count_transitions(histories, n_items):\n"
                      "    from course_lib.models.markov import transition_counts as t\n"
                      "    return np.asarray(t(histories, n_items).toarray(), dtype=np.int64)", []),
-    "lambda answer": ("count_transitions = lambda h, n: transition_counts(h, n).toarray()", []),
+    "lambda answer": (IMP + "count_transitions = lambda h, n: transition_counts(h, n).toarray()", []),
     "helper in an own cell": (counts("_helper"), ["def _helper(h, n):\n    return transition_counts(h, n)"]),
     "helper of a helper": (counts("_h1"), ["def _h2(h, n):\n    return transition_counts(h, n)\n"
                                            "def _h1(h, n):\n    return _h2(h, n)"]),
     "helper returning it": (counts("_get()"), ["def _get():\n    return transition_counts"]),
     "answer redefined in an own cell": (counts("np.zeros"), [counts("transition_counts")]),
     "walrus": (counts("(_t := transition_counts)"), []),
-    "conditional alias": (counts("_t"), ["if True:\n    _t = transition_counts\nelse:\n    _t = None"]),
+    "conditional alias": (counts("_t"), [IMP + "if True:\n    _t = transition_counts\nelse:\n    _t = None"]),
 }
 
 
@@ -103,7 +107,7 @@ def test_every_way_of_reaching_the_reference_is_flagged(how):
 
 
 def test_the_flag_says_where_and_what():
-    (f,) = flags_of(NB04, counts("tc"), "count_transitions", ["tc = transition_counts"])
+    (f,) = flags_of(NB04, counts("tc"), "count_transitions", [IMP + "tc = transition_counts"])
     assert f.startswith("integrity: the answer `count_transitions` reaches course_lib's reference `transition_counts`")
     assert "course_lib.models.markov.transition_counts" in f and "`tc`" in f and "instead of implementing it" in f
 
@@ -137,14 +141,14 @@ def test_computed_name_is_left_to_the_grading_run_but_marked():
 NOT_FLAGGED_04 = {
     "own implementation": (corpus.COUNTS_OWN, []),
     "self-check in an own cell": (corpus.COUNTS_OWN, [corpus.SELF_CHECK]),
-    "alias never used by the answer": (corpus.COUNTS_OWN, ["tc = transition_counts"]),
+    "alias never used by the answer": (corpus.COUNTS_OWN, [IMP + "tc = transition_counts"]),
     "helper only the top level uses": (corpus.COUNTS_OWN, ["def _ref(h, n):\n    return transition_counts(h, n)\n"
                                                            "print(_ref([np.array([1, 2])], 2))"]),
     "a parameter shadows the name": ("def count_transitions(histories, n_items, transition_counts=None):\n"
                                      "    C = np.zeros((n_items + 1, n_items + 1), dtype=np.int64)\n"
                                      "    return C", []),
     "the other exercise's reference": (corpus.COUNTS_OWN + "\n_unused = smoothed_probabilities", []),
-    "rebound before use": (counts("tc"), ["tc = transition_counts\n"
+    "rebound before use": (counts("tc"), [IMP + "tc = transition_counts\n"
                                           "def tc(h, n):\n    import scipy.sparse as sp\n"
                                           "    return sp.csr_matrix((n + 1, n + 1))"]),
 }

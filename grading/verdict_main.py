@@ -76,6 +76,10 @@ def _watched(orig, key, audit, getframe):
             setattr(watched, attr, getattr(orig, attr))
         except Exception:
             pass
+    try:
+        watched.__dict__.update(orig.__dict__)
+    except Exception:
+        pass
     return watched
 
 
@@ -284,8 +288,8 @@ def main():  # noqa: C901 - one function on purpose: its locals are out of the s
             continue
         kind = staticmethod if isinstance(raw, staticmethod) else classmethod if isinstance(raw, classmethod) else None
         fn = raw.__func__ if kind else raw
-        if not callable(fn) or isinstance(fn, type):
-            continue
+        if type(fn) is not FunctionType:
+            continue  # a class or a C or decorated callable: the static check covers it
         w = wrap(fn, target)
         obj = kind(w) if kind else w
         watched_keys.add(target)

@@ -175,7 +175,7 @@ def test_allowed_helper_the_solution_uses_is_not_flagged():
               "    rows = [np.append(np.asarray(h, dtype=np.int64)[-(max_len - 1):], mask_token) for h in histories]\n"
               "    return torch.from_numpy(prep.pad_sequences(rows, max_len))")
     assert flags_of(NB07, answer, "inference_input") == []
-    cheat = ("def inference_input(histories, max_len, mask_token):\n"
+    cheat = ("from course_lib.models import bert4rec\n\ndef inference_input(histories, max_len, mask_token):\n"
              "    return bert4rec.mask_appended_inputs(histories, max_len, mask_token)")
     assert flags_of(NB07, cheat, "inference_input")
 

@@ -130,6 +130,18 @@ def attention_heatmap(model, history, block: int = -1, head: int | None = None, 
     return ax.figure
 
 
+def _png_output(fig) -> dict:
+    """A figure as one notebook output (``display_data`` with ``image/png``), for an Output widget's ``outputs``."""
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    title = fig.axes[0].get_title() if fig.axes else "figure"
+    return {"output_type": "display_data", "metadata": {},
+            "data": {"image/png": base64.b64encode(buf.getvalue()).decode("ascii"), "text/plain": f"<{title}>"}}
+
+
 def attention_widget(model, histories: Sequence[np.ndarray], titles=None, users: Sequence[int] | None = None):
     """A user dropdown, a position slider and a block selector driving :func:`plot_attention`.
 
@@ -139,7 +151,6 @@ def attention_widget(model, histories: Sequence[np.ndarray], titles=None, users:
     """
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
-    from IPython.display import display
 
     if users is None:
         users = [u for u in range(len(histories)) if len(histories[u]) >= 2]
@@ -155,11 +166,13 @@ def attention_widget(model, histories: Sequence[np.ndarray], titles=None, users:
     out = widgets.Output()
 
     def redraw(*_):
-        with out:
-            out.clear_output()  # not wait=True: headless executors (nbclient) can stall on it
-            fig = plot_attention(model, histories[user.value], titles, pos.value, block.value - 1)
-            display(fig)
-            plt.close(fig)
+        # The plot goes into ``out.outputs`` as a PNG, one state update from the kernel, instead of
+        # ``with out: display(fig)``: capturing makes a headless executor (nbclient, papermill) send the
+        # output back to the kernel while the cell still runs, and that exchange stalls the run now and
+        # then (jupyter/nbclient#312). A live front end renders both the same way.
+        fig = plot_attention(model, histories[user.value], titles, pos.value, block.value - 1)
+        out.outputs = (_png_output(fig),)
+        plt.close(fig)
 
     def on_user(change):
         n = window(change["new"])

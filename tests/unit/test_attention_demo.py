@@ -77,3 +77,29 @@ def test_plot_and_widget():
     user.value = 2
     assert pos.max == 2 and pos.value == 2
     plt.close("all")
+
+
+def test_widget_plot_is_a_state_update_not_a_captured_display():
+    """The widget's plot lands in the Output widget's ``outputs`` as one PNG (a kernel-side state update).
+    Capturing with ``with out: display(fig)`` made headless runs (papermill, nbclient) stall now and then."""
+    import base64
+
+    import matplotlib.pyplot as plt
+
+    m = model()
+    histories = [np.zeros(0, dtype=int), np.arange(1, 9), np.array([4, 5, 6])]
+    w = demo.attention_widget(m, histories)
+    user, pos, block = w.children[0].children
+    out = w.children[1]
+    assert out.msg_id == "", "the widget must not capture output while the cell runs"
+    assert len(out.outputs) == 1 and out.outputs[0]["output_type"] == "display_data"
+    png = base64.b64decode(out.outputs[0]["data"]["image/png"])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    for change in (lambda: setattr(user, "value", 2), lambda: setattr(pos, "value", 1),
+                   lambda: setattr(block, "value", 1)):
+        change()
+        assert len(out.outputs) == 1 and out.msg_id == "", "each redraw replaces the one plot"
+        new_png = base64.b64decode(out.outputs[0]["data"]["image/png"])
+        assert new_png != png, "another user, position or block draws another plot"
+        png = new_png
+    assert not plt.get_fignums(), "every figure drawn for the widget is closed"

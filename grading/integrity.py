@@ -335,19 +335,19 @@ def parse(source: str):
              for ln in source.splitlines()]
     try:
         return ast.parse("\n".join(lines))
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
 
 
 class Resolver:
     """What names and expressions of notebook code refer to, as targets (see the module's docstring).
 
-    ``env`` maps a global name to the set of targets it may hold; string values are kept as
-    ``"str:<value>"`` so that ``getattr(m, name)`` with ``name = "tran" + "sition_counts"`` resolves."""
+    Names are looked up through a ``lookup(name) -> set of targets`` function; string values are
+    kept as ``"str:<value>"`` so that ``getattr(m, name)`` with ``name = "tran" + "sition_counts"``
+    resolves."""
 
     def __init__(self, index: CourseIndex):
         self.idx = index
-        self.env: dict[str, set] = {}
 
     # ---- expressions
     def resolve(self, node, lookup, depth: int = 0) -> set:

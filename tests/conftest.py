@@ -12,6 +12,12 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # BLAS/torch thread each keeps the two from oversubscribing the cores (inherited by kernels).
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
+# The grader's sandbox runs slot k as uid COURSE_GRADER_UID + k and limits processes per uid:
+# each xdist worker gets its own range of 100 uids, so two workers can grade at the same time
+# without sharing a process limit or seeing each other's processes (read by grading.runner).
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # set in xdist workers only ("gw0", "gw1", ...)
+if _worker.startswith("gw") and _worker[2:].isdigit():
+    os.environ["COURSE_GRADER_UID"] = str(int(os.environ.get("COURSE_GRADER_UID", "61000")) + 100 * int(_worker[2:]))
 
 TIERS = ("unit", "notebooks", "grading", "browser")
 
@@ -23,6 +29,7 @@ def pytest_collection_modifyitems(config, items):
         if parts and parts[0] in TIERS:
             item.add_marker(getattr(pytest.mark, parts[0]))
         if parts and parts[0] == "grading":
-            # the grader's sandbox uses fixed uids per slot: grading tests share one xdist worker
-            # (with --dist loadgroup) so one test's check for leftover processes sees only its own
-            item.add_marker(pytest.mark.xdist_group("grading"))
+            # one test file per xdist worker (with --dist loadgroup): a file's module-scoped fixtures
+            # (the corpus is graded once for all its tests) run once; different files run in
+            # parallel, each worker with its own sandbox uids (above)
+            item.add_marker(pytest.mark.xdist_group("grading-" + Path(str(item.fspath)).stem))

@@ -293,4 +293,7 @@ def test_the_wrapper_reports_only_calls_from_notebook_code():
     ns = {"w": w}
     exec(code, ns)
     assert ns["result"] == 3
-    assert seen == [("grader.reference", "k", ["answer", "<module>"])]
+    # the innermost non-file frames: the answer, then the cell that called it (a test runner that
+    # itself runs from compiled strings, as pytest-xdist's workers do, adds its own frames after them)
+    assert len(seen) == 1 and seen[0][:2] == ("grader.reference", "k"), seen
+    assert seen[0][2][:2] == ["answer", "<module>"], seen

@@ -77,8 +77,6 @@ class Assignment:
     release_path: Path
     cells: list = field(default_factory=list)
     tests: list = field(default_factory=list)          # Canon of role test, in order
-    references: dict = field(default_factory=dict)     # test grade_id -> course_lib targets its tests compare with
-    answer_functions: dict = field(default_factory=dict)  # answer grade_id -> function names it defines
     test_of_answer: dict = field(default_factory=dict)    # answer grade_id -> the test grade_id that follows
     exercises: integrity.Exercises = field(default_factory=integrity.Exercises)  # what each answer must not use
     public_text: str = ""    # every cell of the source outside the hidden blocks
@@ -86,6 +84,11 @@ class Assignment:
     @property
     def notebook(self) -> str:
         return self.name
+
+    @property
+    def references(self) -> dict:
+        """test grade_id -> the course_lib targets its tests compare with."""
+        return {t.grade_id: self.exercises.tested.get(t.grade_id, set()) for t in self.tests}
 
     @property
     def max_score(self) -> float:
@@ -139,7 +142,6 @@ def load(name: str, root: Path = ROOT) -> Assignment:
             seg += 1
         elif md.get("solution"):
             can = Canon("answer", release_by_gid.get(gid, _src(c)), c["cell_type"], gid, c.get("id", ""), seg=seg)
-            a.answer_functions[gid] = _defined_functions(_src(c))
             if c["cell_type"] == "code":
                 code_cells.append(("answer", gid, _src(c), ""))
             last_answer = gid
@@ -152,25 +154,12 @@ def load(name: str, root: Path = ROOT) -> Assignment:
             code_cells.append(("course", gid, can.source, ""))
         a.cells.append(can)
     a.exercises = integrity.exercise_references(name, code_cells, a.test_of_answer)
-    for t in a.tests:
-        a.references[t.grade_id] = a.exercises.tested.get(t.grade_id, set())
     return a
 
 
 # --------------------------------------------------------------------------- static checks
 
-def _parse(source: str):
-    lines = [(ln[: len(ln) - len(ln.lstrip())] + "pass" if ln.lstrip().startswith(("%", "!")) else ln)
-             for ln in source.splitlines()]
-    try:
-        return ast.parse("\n".join(lines))
-    except SyntaxError:
-        return None
-
-
-def _defined_functions(source: str) -> set:
-    tree = _parse(source)
-    return {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))} if tree else set()
+_parse = integrity.parse  # one reading of notebook code (magics and shell lines become `pass`)
 
 
 SUSPICIOUS = {

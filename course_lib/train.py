@@ -57,6 +57,8 @@ class TrainConfig:
     max_batches: int | None = None  # cap batches per epoch (SMOKE mode)
     grad_clip: float | None = 1.0
     reinit: bool = True           # re-initialise the weights from seed first (False: continue training)
+    schedule: str = "constant"    # learning rate over the run: "constant", or "linear" / "cosine" decay to 0 at `epochs`
+    warmup: float = 0.0           # fraction of the run's steps with a linear warm-up from 0 to lr
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -69,6 +71,30 @@ class TrainConfig:
             raise ValueError(f"patience must be >= 1 (evaluations without improvement), got {self.patience}")
         if self.max_batches is not None and self.max_batches < 1:
             raise ValueError(f"max_batches must be None or >= 1, got {self.max_batches}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if not 0.0 <= self.warmup < 1.0:
+            raise ValueError(f"warmup is a fraction of the run's steps in [0, 1), got {self.warmup}")
+
+
+SCHEDULES = ("constant", "linear", "cosine")
+
+
+def lr_factor(step: int, total: int, schedule: str = "constant", warmup: float = 0.0) -> float:
+    """The learning rate's multiplier at optimiser step ``step`` (0-based) of ``total``.
+
+    A linear warm-up over the first ``warmup * total`` steps (from ``1 / n_warmup`` to 1), then
+    ``"constant"`` (1), ``"linear"`` (down to 0 at ``total``) or ``"cosine"`` (half a cosine
+    down to 0 at ``total``). The schedule is laid over the epoch cap: early stopping may end
+    the run before the rate reaches 0.
+    """
+    n_warm = int(warmup * total)
+    if step < n_warm:
+        return (step + 1) / n_warm
+    if schedule == "constant":
+        return 1.0
+    t = min((step - n_warm) / max(total - n_warm, 1), 1.0)
+    return 1.0 - t if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * t))
 
 
 @dataclass
@@ -192,6 +218,8 @@ def train(model, split, config: TrainConfig | None = None, **overrides) -> Histo
     n_batches = math.ceil(n / cfg.batch_size)
     if cfg.max_batches is not None:
         n_batches = min(n_batches, cfg.max_batches)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: lr_factor(step, cfg.epochs * n_batches, cfg.schedule, cfg.warmup))
 
     history = History(device=str(device))
     best_state = None
@@ -220,6 +248,7 @@ def train(model, split, config: TrainConfig | None = None, **overrides) -> Histo
             if cfg.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
+            sched.step()
             total += loss.detach().float()
         row = {"epoch": epoch, "loss": float(total) / n_batches}
 
@@ -251,4 +280,4 @@ def train(model, split, config: TrainConfig | None = None, **overrides) -> Histo
     return history
 
 
-__all__ = ["TrainConfig", "History", "training_sequences", "reset_parameters", "train"]
+__all__ = ["TrainConfig", "History", "lr_factor", "training_sequences", "reset_parameters", "train"]

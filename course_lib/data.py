@@ -305,6 +305,24 @@ def load_items(name: str = "ml-100k") -> pd.DataFrame:
     return out
 
 
+def item_titles(split, items: pd.DataFrame, width: int | None = 40) -> np.ndarray:
+    """Titles indexed by **encoded** item ID (entry 0 is ``"[pad]"``), cut to ``width`` characters.
+
+    The one way the course maps item IDs to titles: ``titles = data.item_titles(split, ml.items)``,
+    then ``titles[i]`` for an encoded item ``i`` (``titles[recs]`` for a whole list).
+    ``items``: a frame with raw ``item`` IDs and a ``title`` column (``load_movielens().items``);
+    an item missing from it shows as ``"item <raw id>"``. ``width=None`` keeps whole titles.
+    """
+    if not {"item", "title"} <= set(items.columns):
+        raise ValueError(f"items needs columns 'item' and 'title', has {list(items.columns)}")
+    by_raw = dict(zip(items["item"].tolist(), items["title"].astype(str).tolist()))
+    raw = split.item_map.decode(np.arange(1, split.n_items + 1))
+    out = ["[pad]"] + [by_raw.get(r, f"item {r}") for r in raw.tolist()]
+    if width:
+        out = [t if len(t) <= width else t[: width - 1] + "…" for t in out]
+    return np.array(out, dtype=object)
+
+
 def load_users(name: str = "ml-100k") -> pd.DataFrame:
     """Users: ``user`` (int64), ``age`` (int64), ``gender`` (category), ``occupation`` (category)."""
     folder = _folder(name)

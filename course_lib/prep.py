@@ -108,9 +108,19 @@ class Split:
         raise ValueError(f"stage must be 'train', 'valid' or 'test', got {stage!r}")
 
     def history(self, stage: str = "test") -> list[np.ndarray]:
-        """Per-user time-ordered item IDs visible before ``stage``; index 0 is an empty padding user."""
+        """Per-user time-ordered item IDs visible before ``stage``; index 0 is an empty padding user.
+
+        ``history("test")``: training and validation items, what a model reads to predict the
+        test item; ``history("valid")`` is :meth:`training_histories`.
+        """
         frames = [f for f in self._frames(stage) if len(f)]
         return user_sequences(pd.concat(frames, ignore_index=True), self.n_users)
+
+    def training_histories(self) -> list[np.ndarray]:
+        """Per-user time-ordered **training** items (everything before the validation item): what
+        models learn from, and what they read to predict the validation item. Index 0 is the
+        empty padding user."""
+        return self.history("valid")
 
     def targets(self, stage: str = "test") -> pd.DataFrame:
         """The held-out ``(user, item)`` pairs of ``stage`` ('valid' or 'test')."""

@@ -139,14 +139,14 @@ class History:
 def training_sequences(split, max_len: int) -> torch.LongTensor:
     """Left-padded training histories, ``(n_rows, max_len + 1)`` int64 on the CPU.
 
-    One row per user whose training history (``split.history("valid")``: what comes
+    One row per user whose training history (``split.training_histories()``: what comes
     before the validation item, so no validation or test item leaks in) has at least
     two items (one input, one target); each row keeps the user's **last**
     ``max_len + 1`` training items, in time order, padded with 0 on the left.
     """
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
-    hist = split.history("valid")[1:]  # index 0 is the padding user
+    hist = split.training_histories()[1:]  # index 0 is the padding user
     seqs = [h for h in hist if len(h) >= 2]
     if not seqs:
         raise ValueError("no user has two or more training items: nothing to learn from. "

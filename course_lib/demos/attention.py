@@ -4,7 +4,7 @@ Plain functions (testable without a browser) and one small widget builder on cor
 ipywidgets, for lecturers: pick a user and a position in their history, and see how
 much that position attends to each earlier item (SASRec) or to every item (BERT4Rec).
 
-    titles = item_titles(split, ml.items)            # encoded item ID -> movie title
+    titles = data.item_titles(split, ml.items)       # encoded item ID -> movie title
     w = attention_over_history(model, history, position=-1)          # (len(history),)
     attention_table(model, history, titles, position=-1)             # DataFrame
     fig = plot_attention(model, history, titles, position=-1)
@@ -21,20 +21,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-
-def item_titles(split, items: pd.DataFrame, width: int | None = 40) -> np.ndarray:
-    """Titles indexed by **encoded** item ID (entry 0 is ``"[pad]"``), cut to ``width`` characters.
-
-    ``items``: a frame with raw ``item`` IDs and a ``title`` column (``load_movielens().items``).
-    """
-    if not {"item", "title"} <= set(items.columns):
-        raise ValueError(f"items needs columns 'item' and 'title', has {list(items.columns)}")
-    by_raw = dict(zip(items["item"].tolist(), items["title"].astype(str).tolist()))
-    raw = split.item_map.decode(np.arange(1, split.n_items + 1))
-    out = ["[pad]"] + [by_raw.get(r, f"item {r}") for r in raw.tolist()]
-    if width:
-        out = [t if len(t) <= width else t[: width - 1] + "…" for t in out]
-    return np.array(out, dtype=object)
+from ..data import item_titles  # noqa: F401  (kept importable here: notebooks before v0.3 call attn_demo.item_titles)
 
 
 def _window(model, history) -> np.ndarray:

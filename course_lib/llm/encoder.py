@@ -221,7 +221,7 @@ class TwoTower(Recommender):
 
     def _pairs(self, split) -> tuple[list[np.ndarray], np.ndarray]:
         hists, targets = [], []
-        for seq in split.history("valid"):  # training interactions only
+        for seq in split.training_histories():  # training interactions only
             for t in range(1, len(seq)):
                 hists.append(seq[max(0, t - self.config.recent): t])
                 targets.append(seq[t])
@@ -353,7 +353,7 @@ class CrossEncoder(Recommender):
         ``freeze_encoder`` only the head learns, on the same examples: the frozen-features control."""
         c = self.config
         rng = np.random.default_rng(c.seed)
-        seqs = [s for s in split.history("valid") if len(s) >= 2]
+        seqs = [s for s in split.training_histories() if len(s) >= 2]
         if c.freeze_encoder:
             self.encoder.requires_grad_(False)
             params = list(self.head.parameters())

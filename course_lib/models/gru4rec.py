@@ -202,7 +202,7 @@ def train_session_parallel(model: GRU4Rec, split, epochs: int = 1, batch_size: i
 
     if reinit:
         reset_parameters(model, seed)  # the seed covers initialisation too: two calls, two identical runs
-    sessions = [s[-(model.config.max_len + 1):] for s in as_sessions(split.history("valid")[1:])]
+    sessions = [s[-(model.config.max_len + 1):] for s in as_sessions(split.training_histories()[1:])]
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     model.train()
     losses = []

@@ -121,7 +121,7 @@ class Item2Vec(Recommender):
         cfg = self.config
         dev = get_device(cfg.device)
         self.n_items, self.device = split.n_items, dev
-        histories = split.history("valid")  # the training sequences
+        histories = split.training_histories()  # the training sequences
         pairs = skipgram_pairs(histories, cfg.window)
         if len(pairs) == 0:
             raise ValueError("no (centre, context) pairs: every training history has fewer than 2 items")

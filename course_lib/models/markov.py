@@ -74,9 +74,9 @@ class MarkovChain(Recommender):
         self.config = config or MarkovConfig()
 
     def fit(self, split, **kwargs) -> "MarkovChain":
-        """Count the transitions inside each user's training history (``split.history("valid")``)."""
+        """Count the transitions inside each user's training history (``split.training_histories()``)."""
         self.n_items = split.n_items
-        self.counts_ = transition_counts(split.history("valid"), self.n_items)
+        self.counts_ = transition_counts(split.training_histories(), self.n_items)
         if self.config.prior == "uniform":
             prior = np.ones(self.n_items + 1)
         else:

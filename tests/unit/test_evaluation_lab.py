@@ -184,7 +184,7 @@ def test_train_masked_epoch_learns_and_ndcg_matches_evaluator():
     df = lab.synthetic_sequences(n_users=120, n_items=20, length=10, n_steps=1, p_follow=1.0, seed=0)
     split = prep.leave_one_out(df)
     model = _Tiny(split.n_items, 10)
-    data = torch.from_numpy(prep.pad_sequences(split.history("valid")[1:], 10))
+    data = torch.from_numpy(prep.pad_sequences(split.training_histories()[1:], 10))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(0)
     losses = [lab.train_masked_epoch(model, data, opt, batch_size=32, mask_prob=0.3, generator=g) for _ in range(15)]

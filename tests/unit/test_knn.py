@@ -125,7 +125,7 @@ def test_userknn_matches_bruteforce():
 def test_userknn_new_user_from_history():
     split = random_split(seed=4)
     model = UserKNN(k=5, shrink=0.0).fit(split)
-    h = split.history("valid")[2]  # = user 2's training row
+    h = split.training_histories()[2]  # = user 2's training row
     new = model.score(np.array([0]), [h])
     assert np.isfinite(new[0, 1:]).all() and new[0, 1:].max() > 0
     # the known user excludes themselves from their neighbours; the "new" copy finds user 2 first

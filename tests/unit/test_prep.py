@@ -106,3 +106,16 @@ def test_item_popularity(toy):
     s = prep.leave_one_out(toy)
     pop = s.item_popularity()
     assert len(pop) == s.n_items + 1 and pop[0] == 0 and pop.sum() == len(s.train)
+
+
+@pytest.mark.unit
+def test_training_histories_are_the_items_before_validation():
+    df = pd.DataFrame({"user": [1] * 5 + [2] * 4, "item": [10, 11, 12, 13, 14, 10, 12, 11, 13],
+                       "timestamp": [1, 2, 3, 4, 5, 1, 2, 3, 4]})
+    s = prep.leave_one_out(df)
+    train = s.training_histories()
+    assert [list(h) for h in train] == [list(h) for h in s.history("valid")]
+    for u in (1, 2):
+        seen = set(s.train.loc[s.train.user == u, "item"])
+        assert set(train[u]) == seen and len(train[u]) == len(seen)
+        assert s.valid.set_index("user").loc[u, "item"] not in seen

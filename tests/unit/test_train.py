@@ -60,7 +60,7 @@ def test_training_sequences_are_left_padded_train_histories():
     split = cyclic_split(n_users=3, length=5)
     seqs = T.training_sequences(split, max_len=4)
     assert seqs.dtype == torch.int64 and seqs.shape == (3, 5)
-    hist = split.history("valid")
+    hist = split.training_histories()
     for r, u in enumerate(range(1, 4)):
         assert seqs[r].tolist() == [0, 0] + hist[u].tolist()  # 3 training items, the 2 held out are absent
     short = T.training_sequences(split, max_len=1)
@@ -148,3 +148,37 @@ def test_config_errors():
         T.TrainConfig(epochs=0)
     with pytest.raises(TypeError, match="loss"):
         T.train(object(), split)
+
+
+def test_lr_factor_schedules():
+    from course_lib.train import lr_factor
+
+    total = 100
+    assert [lr_factor(s, total) for s in (0, 50, 99)] == [1.0, 1.0, 1.0]
+    lin = [lr_factor(s, total, "linear") for s in range(total)]
+    assert lin[0] == 1.0 and lin[50] == pytest.approx(0.5) and all(a > b for a, b in zip(lin, lin[1:]))
+    cos = [lr_factor(s, total, "cosine") for s in range(total)]
+    assert cos[0] == 1.0 and cos[50] == pytest.approx(0.5) and cos[-1] < 0.01
+    warm = [lr_factor(s, total, "linear", warmup=0.1) for s in range(total)]
+    assert warm[0] == pytest.approx(0.1) and warm[9] == pytest.approx(1.0)   # 10 warm-up steps up to lr
+    assert all(a < b for a, b in zip(warm[:9], warm[1:10])) and warm[10] == pytest.approx(1.0)
+
+
+def test_schedule_decays_the_optimiser_rate(monkeypatch):
+    split = cyclic_split()
+    seen = []
+    step = torch.optim.AdamW.step
+
+    def spy(self, *a, **k):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    T.train(LastItem(split.n_items), split, epochs=2, batch_size=8, lr=0.01, patience=5, progress=False,
+            schedule="linear", warmup=0.2)
+    n = len(seen)  # 2 epochs of 5 batches
+    assert n == 10 and seen[0] == pytest.approx(0.005) and seen[1] == pytest.approx(0.01)  # 2 warm-up steps
+    assert seen[2] == pytest.approx(0.01) and all(a > b for a, b in zip(seen[2:], seen[3:]))
+    assert seen[-1] == pytest.approx(0.01 / 8)  # linear: 7 of the 8 decay steps taken
+    with pytest.raises(ValueError, match="schedule"):
+        T.train(LastItem(split.n_items), split, epochs=1, schedule="step")

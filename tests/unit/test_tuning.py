@@ -330,7 +330,7 @@ def test_shots_split_trains_on_windows_and_validates_on_candidates():
     split = T.shots_split(shots, catalog)
     assert split.n_items == 40 and split.n_users == 5 and len(split.test) == 0
     assert len(split.train) == 50 and len(split.valid) == 5
-    hist = split.history("valid")
+    hist = split.training_histories()
     for u, ex in zip(range(1, 6), shots.examples.itertuples()):
         assert split.item_map.decode(hist[u]).tolist() == ex.history, "windows in time order, no candidate"
         assert split.item_map.decode(split.valid[split.valid.user == u].item).tolist() == [ex.item]

@@ -1,8 +1,9 @@
 r"""One trainer for every neural sequential model (GRU4Rec, SASRec, BERT4Rec).
 
 A model only has to provide ``loss(batch)`` (a scalar for a ``(B, max_len + 1)``
-batch of left-padded item IDs) and ``score(users, histories)``; this module does
-the rest, the same way on a CPU and on a GPU:
+batch of left-padded item IDs) and ``score(users, histories)``
+(:class:`course_lib.models.neural.NeuralRecommender`: ``model.fit(split, **options)``
+calls :func:`train`); this module does the rest, the same way on a CPU and on a GPU:
 
 * the device is chosen **once** (:func:`course_lib.get_device`: cuda, then mps,
   then cpu) and the model moved there;
@@ -12,7 +13,11 @@ the rest, the same way on a CPU and on a GPU:
   covers dropout and masking, a separate ``torch.Generator`` the shuffling. So two
   calls ``train(Model(...), split, seed=42)`` in one process give identical runs;
   ``reinit=False`` continues from the model's current weights instead (fine-tuning);
-* AdamW, gradient clipping, bf16 autocast on CUDA (``amp=True``);
+* AdamW, gradient clipping, a learning-rate schedule (``schedule``, ``warmup``), bf16
+  autocast of the forward pass on CUDA (``amp=True``);
+* two ways to cut the data into batches (``batching``): padded windows (below), or
+  GRU4Rec's session-parallel lanes (:mod:`course_lib.seqdata`), for recurrent models with
+  ``session_parallel_loss``;
 * every ``eval_every`` epochs the model is scored on the validation items with the
   course's evaluator (full ranking, seen items excluded) and **early stopping**
   keeps the state with the best validation NDCG@10: after ``patience``
@@ -27,6 +32,7 @@ read ``batch[:, :-1]`` and predict ``batch[:, 1:]``.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass, field, fields, replace
@@ -59,6 +65,7 @@ class TrainConfig:
     reinit: bool = True           # re-initialise the weights from seed first (False: continue training)
     schedule: str = "constant"    # learning rate over the run: "constant", or "linear" / "cosine" decay to 0 at `epochs`
     warmup: float = 0.0           # fraction of the run's steps with a linear warm-up from 0 to lr
+    batching: str = "windows"     # "windows" (padded histories) or "session_parallel" (GRU4Rec's lanes)
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -75,6 +82,11 @@ class TrainConfig:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if not 0.0 <= self.warmup < 1.0:
             raise ValueError(f"warmup is a fraction of the run's steps in [0, 1), got {self.warmup}")
+        if self.batching not in BATCHINGS:
+            raise ValueError(f"batching must be one of {BATCHINGS}, got {self.batching!r}")
+
+
+BATCHINGS = ("windows", "session_parallel")
 
 
 SCHEDULES = ("constant", "linear", "cosine")
@@ -184,6 +196,60 @@ def reset_parameters(model, seed: int) -> None:
     model.to(device)
 
 
+def _batches(model, split, cfg: TrainConfig, device, use_amp: bool = False):
+    """``(epoch_losses, n_batches)``: ``epoch_losses(epoch)`` yields one loss per optimiser step.
+
+    ``"windows"``: a shuffled pass over :func:`training_sequences`, ``model.loss(batch)``.
+    ``"session_parallel"``: :func:`course_lib.seqdata.session_parallel_batches` over the
+    training histories (sessions shuffled per epoch), ``model.session_parallel_loss``
+    carrying the recurrent state from one step to the next (truncated BPTT, one step).
+    """
+    max_len = _model_max_len(model)
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    def autocast():  # the forward pass only: backward and the optimiser step run outside autocast
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp)
+    if cfg.batching == "windows":
+        data = training_sequences(split, max_len)
+        n_batches = math.ceil(len(data) / cfg.batch_size)
+        if cfg.max_batches is not None:
+            n_batches = min(n_batches, cfg.max_batches)
+
+        def epoch_losses(epoch):
+            perm = torch.randperm(len(data), generator=gen)
+            for b in range(n_batches):
+                batch = data[perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]].to(device)
+                with autocast():
+                    loss = model.loss(batch)
+                yield loss
+
+        return epoch_losses, n_batches
+
+    if not hasattr(model, "session_parallel_loss"):
+        raise TypeError(f"{type(model).__name__} has no session_parallel_loss(): session-parallel batching needs a "
+                        "recurrent model (GRU4Rec); use batching='windows'")
+    from .seqdata import as_sessions, count_session_parallel_steps, session_parallel_batches
+
+    sessions = [s[-(max_len + 1):] for s in as_sessions(split.training_histories()[1:])]
+    if not sessions:
+        raise ValueError("no user has two or more training items: nothing to learn from")
+    n_batches = count_session_parallel_steps(sessions, cfg.batch_size)
+    if cfg.max_batches is not None:
+        n_batches = min(n_batches, cfg.max_batches)
+
+    def epoch_losses(epoch):
+        hidden = None
+        order = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+        steps = session_parallel_batches(sessions, cfg.batch_size, shuffle=True, seed=order)
+        for inputs, targets, reset in itertools.islice(steps, n_batches):
+            if (targets > 0).any():
+                with autocast():
+                    loss, hidden = model.session_parallel_loss(inputs, targets, reset, hidden)
+                yield loss
+
+    return epoch_losses, n_batches
+
+
 def train(model, split, config: TrainConfig | None = None, **overrides) -> History:
     """Train ``model`` on ``split.train`` with early stopping on validation NDCG@10.
 
@@ -207,17 +273,9 @@ def train(model, split, config: TrainConfig | None = None, **overrides) -> Histo
     if cfg.reinit:
         reset_parameters(model, cfg.seed)
     model.to(device)
-    data = training_sequences(split, _model_max_len(model))
-    if device.type == "cuda":
-        data = data.pin_memory()
-    gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     use_amp = bool(cfg.amp) and device.type == "cuda"
-
-    n = len(data)
-    n_batches = math.ceil(n / cfg.batch_size)
-    if cfg.max_batches is not None:
-        n_batches = min(n_batches, cfg.max_batches)
+    epoch_losses, n_batches = _batches(model, split, cfg, device, use_amp)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda step: lr_factor(step, cfg.epochs * n_batches, cfg.schedule, cfg.warmup))
 
@@ -233,16 +291,8 @@ def train(model, split, config: TrainConfig | None = None, **overrides) -> Histo
     for epoch in bar:
         t0 = time.perf_counter()
         model.train()
-        perm = torch.randperm(n, generator=gen)
-        total = torch.zeros((), device=device)
-        for b in range(n_batches):
-            idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            batch = data[idx].to(device, non_blocking=True)
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
-                loss = model.loss(batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, batch {b}: "
-                                         "lower the learning rate or check the model's loss")
+        total, steps = torch.zeros((), device=device), 0
+        for loss in epoch_losses(epoch):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip is not None:
@@ -250,7 +300,12 @@ def train(model, split, config: TrainConfig | None = None, **overrides) -> Histo
             opt.step()
             sched.step()
             total += loss.detach().float()
-        row = {"epoch": epoch, "loss": float(total) / n_batches}
+            steps += 1
+        mean_loss = float(total) / max(steps, 1)  # one host synchronisation per epoch, not per batch
+        if not math.isfinite(mean_loss):
+            raise FloatingPointError(f"the mean training loss of epoch {epoch} is {mean_loss}: lower the learning "
+                                     "rate (lr) or check the model's loss")
+        row = {"epoch": epoch, "loss": mean_loss}
 
         stop = False
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:

@@ -83,13 +83,11 @@ class BERT4Rec(SASRec):
     """Masked-item Transformer; ``score`` appends ``[MASK]`` to each history and reads its logits."""
 
     name = "BERT4Rec"
+    config_class = BERT4RecConfig
 
-    def __init__(self, n_items: int, config: BERT4RecConfig | None = None):
-        config = config or BERT4RecConfig()
-        if not isinstance(config, BERT4RecConfig):
-            raise TypeError(f"BERT4Rec needs a BERT4RecConfig, got {type(config).__name__}")
-        super().__init__(n_items, config)
-        self.causal = not config.bidirectional
+    def __init__(self, n_items: int, config: BERT4RecConfig | None = None, **overrides):
+        super().__init__(n_items, config, **overrides)
+        self.causal = not self.config.bidirectional
 
     @property
     def n_vocab(self) -> int:

@@ -19,10 +19,11 @@ Two losses over those scores (``GRU4RecConfig.loss``):
 * ``"bpr"``: Bayesian personalised ranking against ``n_negatives`` items drawn
   uniformly, :math:`-\frac{1}{N}\sum_{j} \log \sigma(s_{t, i_{t+1}} - s_{t, j})`.
 
-Training comes in two flavours, with the same weights: padded windows through
-:func:`course_lib.train.train` (``loss(batch)``), and session-parallel mini-batches
-(:func:`course_lib.seqdata.session_parallel_batches`, ``step`` and
-``session_parallel_loss``), the scheme of the original paper. Hidasi & Czapp
+Training comes in two flavours, with the same weights and the same trainer
+(:func:`course_lib.train.train`, or ``model.fit(split, ...)``): padded windows
+(``loss(batch)``, the default), and session-parallel mini-batches
+(``batching="session_parallel"``: :func:`course_lib.seqdata.session_parallel_batches`,
+``step`` and ``session_parallel_loss``), the scheme of the original paper. Hidasi & Czapp
 (RecSys 2023) found several third-party GRU4Recs badly wrong; the unit tests check
 this one against a hand-computed GRU on a tiny case and check that ``loss`` and
 ``score`` agree position by position.
@@ -38,7 +39,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..prep import pad_sequences
-from .base import Recommender
+from .neural import NeuralRecommender
 
 
 @dataclass
@@ -74,14 +75,22 @@ def _full_precision(device: torch.device):
     return contextlib.nullcontext()
 
 
-class GRU4Rec(nn.Module, Recommender):
-    name = "GRU4Rec"
+class GRU4Rec(NeuralRecommender):
+    """A GRU over the item sequence; ``score`` reads the hidden state after each history's last item.
 
-    def __init__(self, n_items: int, config: GRU4RecConfig | None = None):
+    >>> model = GRU4Rec(n_items=1682, hidden=128)          # or GRU4Rec(1682, GRU4RecConfig(hidden=128))
+    >>> model.fit(split, epochs=20)                         # padded windows (course_lib.train.train)
+    >>> model.fit(split, batching="session_parallel")       # the original paper's mini-batches
+    """
+
+    name = "GRU4Rec"
+    config_class = GRU4RecConfig
+
+    def __init__(self, n_items: int, config: GRU4RecConfig | None = None, **overrides):
         super().__init__()
         if n_items < 1:
             raise ValueError(f"n_items must be >= 1, got {n_items}")
-        self.n_items, self.config = int(n_items), config or GRU4RecConfig()
+        self.n_items, self.config = int(n_items), self._configure(config, overrides)
         c = self.config
         self.item_emb = nn.Embedding(n_items + 1, c.emb_dim, padding_idx=0)
         self.drop = nn.Dropout(c.dropout)
@@ -133,18 +142,13 @@ class GRU4Rec(nn.Module, Recommender):
         neg_s = torch.einsum("nd,nkd->nk", h, self.out.weight[neg]) + self.out.bias[neg]   # s_{t, j}
         return -F.logsigmoid((pos_s[:, None] - neg_s).float()).mean()
 
-    @torch.no_grad()
-    def score(self, users, histories) -> torch.Tensor:
+    def next_item_scores(self, histories) -> torch.Tensor:
         """Logits of the next item after each history (its last ``max_len`` items)."""
-        was_training = self.training
-        self.eval()
-        device = next(self.parameters()).device
+        device = self.device
         seqs = torch.as_tensor(pad_sequences(histories, self.config.max_len, side="left"), device=device)
         states, lengths = self.hidden_states(seqs)
         last = states[torch.arange(len(seqs), device=device), (lengths - 1).clamp(min=0)]  # h after the last item
-        scores = self.out(last).float()
-        self.train(was_training)
-        return scores
+        return self.out(last)
 
     # ------------------------------------------------------------------ session-parallel
     def step(self, items: torch.Tensor, hidden: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,7 +168,7 @@ class GRU4Rec(nn.Module, Recommender):
         ignored. Returns ``(loss, hidden)`` with ``hidden`` detached (truncated
         backpropagation through time, one step, as in the original GRU4Rec).
         """
-        device = next(self.parameters()).device
+        device = self.device
         inputs, targets = torch.as_tensor(inputs, device=device), torch.as_tensor(targets, device=device)
         reset = torch.as_tensor(reset, device=device)
         if hidden is not None:
@@ -174,55 +178,5 @@ class GRU4Rec(nn.Module, Recommender):
         loss = self.next_item_loss(self.drop(h[mask]), targets[mask])
         return loss, hidden.detach()
 
-    def __repr__(self) -> str:
-        c = self.config
-        n = sum(p.numel() for p in self.parameters())
-        return f"GRU4Rec(n_items={self.n_items}, emb_dim={c.emb_dim}, hidden={c.hidden}, loss={c.loss!r}, {n:,} parameters)"
 
-
-def train_session_parallel(model: GRU4Rec, split, epochs: int = 1, batch_size: int = 64, lr: float = 1e-3,
-                           seed: int = 42, max_steps: int | None = None, progress: bool = True,
-                           reinit: bool = True) -> list[float]:
-    """Train ``model`` with session-parallel mini-batches over the training histories.
-
-    Each user's training history is one session. Returns the mean loss of each epoch.
-    Like :func:`course_lib.train.train`, it first re-initialises the model's weights from
-    ``seed``, so the same seed gives the same run, whatever happened before
-    (``reinit=False``: continue from the current weights).
-    The shared trainer (:func:`course_lib.train.train`) is the usual way; this is the
-    original paper's scheme, for comparison.
-    """
-    from tqdm.auto import tqdm
-
-    from ..env import seed_everything
-    from ..seqdata import as_sessions, session_parallel_batches
-
-    seed_everything(seed)
-    from ..train import reset_parameters
-
-    if reinit:
-        reset_parameters(model, seed)  # the seed covers initialisation too: two calls, two identical runs
-    sessions = [s[-(model.config.max_len + 1):] for s in as_sessions(split.training_histories()[1:])]
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    model.train()
-    losses = []
-    for epoch in range(epochs):
-        hidden, total, n = None, 0.0, 0
-        steps = session_parallel_batches(sessions, batch_size, shuffle=True, seed=seed + epoch)
-        for inputs, targets, reset in tqdm(steps, desc=f"epoch {epoch + 1}", disable=not progress, leave=False):
-            if not (targets > 0).any():
-                continue
-            loss, hidden = model.session_parallel_loss(inputs, targets, reset, hidden)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            total, n = total + loss.item(), n + 1
-            if max_steps is not None and n >= max_steps:
-                break
-        losses.append(total / max(n, 1))
-    model.eval()
-    return losses
-
-
-__all__ = ["GRU4RecConfig", "GRU4Rec", "right_align", "train_session_parallel"]
+__all__ = ["GRU4RecConfig", "GRU4Rec", "right_align"]

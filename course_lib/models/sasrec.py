@@ -45,7 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..prep import PAD, pad_sequences
-from .base import Recommender
+from .neural import NeuralRecommender
 
 # ----------------------------------------------------------------------------- attention
 
@@ -170,24 +170,23 @@ def _as_batch(seq, device) -> torch.Tensor:
     return t.long().to(device)
 
 
-class SASRec(nn.Module, Recommender):
+class SASRec(NeuralRecommender):
     """Causal Transformer over item sequences; ``score`` gives next-item logits for every item.
 
-    >>> model = SASRec(n_items=1682, config=SASRecConfig())
-    >>> course_lib.train.train(model, split)           # full-catalog cross-entropy
+    >>> model = SASRec(n_items=1682, hidden=64)          # or SASRec(1682, SASRecConfig(hidden=64))
+    >>> model.fit(split, epochs=20)                     # course_lib.train.train: full-catalog cross-entropy
     >>> model.score(users, histories).shape             # (len(users), 1683)
     """
 
     name = "SASRec"
     causal = True
+    config_class = SASRecConfig
 
-    def __init__(self, n_items: int, config: SASRecConfig | None = None):
-        nn.Module.__init__(self)
-        config = config or SASRecConfig()
+    def __init__(self, n_items: int, config: SASRecConfig | None = None, **overrides):
+        super().__init__()
+        config = self._configure(config, overrides)
         if n_items < 1:
             raise ValueError(f"n_items must be >= 1, got {n_items}")
-        if config.max_len < 1:
-            raise ValueError(f"config.max_len must be >= 1, got {config.max_len}")
         self.n_items, self.config = int(n_items), config
         H = config.hidden
         self.item_emb = nn.Embedding(self.n_vocab, H, padding_idx=PAD)
@@ -222,16 +221,11 @@ class SASRec(nn.Module, Recommender):
                 with torch.no_grad():
                     module.weight[module.padding_idx].zero_()
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
     # -- the network ---------------------------------------------------------------------
 
     def _check_ids(self, seq: torch.Tensor) -> None:
-        if seq.shape[1] > self.config.max_len:
-            raise ValueError(f"sequence length {seq.shape[1]} exceeds config.max_len={self.config.max_len}; "
-                             "keep the last max_len items (course_lib.prep.pad_sequences does)")
+        """Item IDs in range, for :meth:`attention_weights` (``score`` checks its histories itself). Not
+        done on every training step: ``int(seq.max())`` waits for the device, a host synchronisation."""
         if seq.numel() and (int(seq.min()) < 0 or int(seq.max()) >= self.n_vocab):
             raise ValueError(f"item IDs must lie in 0..{self.n_vocab - 1} (0 = padding), "
                              f"got {int(seq.min())}..{int(seq.max())}: encode them with course_lib.prep")
@@ -249,7 +243,9 @@ class SASRec(nn.Module, Recommender):
         With ``return_attention=True`` also the attention weights, a tensor
         (n_blocks, B, n_heads, L, L).
         """
-        self._check_ids(seq)
+        if seq.shape[1] > self.config.max_len:
+            raise ValueError(f"sequence length {seq.shape[1]} exceeds config.max_len={self.config.max_len}; "
+                             "keep the last max_len items (course_lib.prep.pad_sequences does)")
         mask = padding_attention_mask(seq, causal=self.causal)
         x = self.embed(seq)
         weights = []
@@ -285,18 +281,9 @@ class SASRec(nn.Module, Recommender):
     def _padded(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
         return torch.from_numpy(pad_sequences(histories, self.config.max_len)).to(self.device)
 
-    def score(self, users, histories: Sequence[np.ndarray]) -> torch.Tensor:
-        """Next-item logits (len(users), n_items + 1) from each history's last ``max_len`` items."""
-        if len(users) != len(histories):
-            raise ValueError(f"got {len(users)} users but {len(histories)} histories")
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                h = self(self._padded(histories))[:, -1]
-                return self.logits(h)
-        finally:
-            self.train(was_training)
+    def next_item_scores(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
+        """Next-item logits (len(histories), n_items + 1): the last position's hidden state times every item."""
+        return self.logits(self(self._padded(histories))[:, -1])
 
     def attention_weights(self, seq) -> torch.Tensor:
         """Attention weights (n_blocks, B, n_heads, L, L) for item IDs ``seq`` ((L,) or (B, L)).
@@ -306,16 +293,6 @@ class SASRec(nn.Module, Recommender):
         A sequence longer than ``max_len`` is cut to its last ``max_len`` items.
         """
         seq = _as_batch(seq, self.device)[:, -self.config.max_len:]
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                return self(seq, return_attention=True)[1].cpu()
-        finally:
-            self.train(was_training)
-
-    def __repr__(self) -> str:  # nn.Module's repr is long; keep the Recommender one short
-        c = self.config
-        n = sum(p.numel() for p in self.parameters())
-        return (f"{type(self).__name__}(n_items={self.n_items}, max_len={c.max_len}, hidden={c.hidden}, "
-                f"blocks={c.n_blocks}, heads={c.n_heads}, dropout={c.dropout}; {n:,} parameters)")
+        self._check_ids(seq)
+        with self.evaluating():
+            return self(seq, return_attention=True)[1].cpu()

@@ -8,7 +8,7 @@ import torch
 from torch.nn import functional as F
 
 from course_lib import metrics, prep
-from course_lib.models.gru4rec import GRU4Rec, GRU4RecConfig, right_align, train_session_parallel
+from course_lib.models.gru4rec import GRU4Rec, GRU4RecConfig, right_align
 from course_lib.seqdata import session_parallel_batches
 from course_lib.train import train
 
@@ -62,7 +62,7 @@ def test_padding_and_truncation():
     for row, xs in zip(s, [[1, 1, -1], [1, -1], [1]]):  # the first history is cut to its last 3 items
         h = hand_gru(xs)
         np.testing.assert_allclose(row.numpy(), [0, 2 * h + 0.1, -h - 0.1], rtol=1e-5, atol=1e-6)
-    long = hand_model(max_len=8).score(np.arange(3), hist[1:])
+    long = hand_model(max_len=8).score(np.arange(2), hist[1:])
     np.testing.assert_allclose(long.numpy(), s[1:].numpy(), rtol=1e-6)  # more padding, same scores
 
 
@@ -140,15 +140,41 @@ def test_learns_a_cycle_with_the_shared_trainer(loss):
 def test_session_parallel_training_learns():
     split = cyclic_split()
     m = GRU4Rec(split.n_items, GRU4RecConfig(max_len=6, emb_dim=8, hidden=16, dropout=0.0))
-    losses = train_session_parallel(m, split, epochs=8, batch_size=8, lr=0.02, progress=False)
-    assert losses[-1] < 0.5 * losses[0]
+    m.fit(split, batching="session_parallel", epochs=8, patience=8, batch_size=8, lr=0.02, progress=False)
+    losses = m.history_.frame()["loss"].tolist()
+    assert len(losses) == 8 and losses[-1] < 0.5 * losses[0]
     assert metrics.evaluate(m, split, "valid")["NDCG@10"] > 0.8
+
+
+def test_session_parallel_needs_a_recurrent_model():
+    from course_lib.models.sasrec import SASRec
+
+    split = cyclic_split()
+    with pytest.raises(TypeError, match="session_parallel_loss"):
+        SASRec(split.n_items, max_len=6, hidden=8).fit(split, batching="session_parallel", epochs=1)
+
+
+def test_fit_score_recommend_and_overrides():
+    split = cyclic_split()
+    a = GRU4Rec(split.n_items, max_len=6, emb_dim=8, hidden=16, dropout=0.0)
+    b = GRU4Rec(split.n_items, GRU4RecConfig(max_len=6, emb_dim=8, hidden=16, dropout=0.0))
+    assert a.config == b.config and "hidden=16" in repr(a) and "parameters" in repr(a)
+    assert a.fit(split, epochs=2, batch_size=8, progress=False) is a and a.history_.epochs == 2
+    recs = a.recommend([1, 2], [np.array([1, 2]), np.array([3])], k=3)
+    assert recs.shape == (2, 3) and not a.training
+    with pytest.raises(TypeError, match="GRU4RecConfig"):
+        GRU4Rec(split.n_items, config=object())
+    with pytest.raises(TypeError, match="no field"):
+        GRU4Rec(split.n_items, hiden=16)
 
 
 def test_score_restores_the_mode_and_bad_config():
     m = GRU4Rec(5, GRU4RecConfig(max_len=3, emb_dim=2, hidden=2))
     m.train()
     m.score(np.array([1]), [np.array([1, 2])])
+    assert m.training
+    with pytest.raises(ValueError):
+        m.score(np.array([1]), [np.array([1, 99])])   # an unknown item: an error, and the mode comes back
     assert m.training
     with pytest.raises(ValueError, match="loss"):
         GRU4RecConfig(loss="hinge")

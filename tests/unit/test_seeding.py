@@ -14,7 +14,6 @@ from course_lib.env import seed_everything
 from course_lib.evaluation_lab import synthetic_sequences
 from course_lib.models import (ALS, BERT4Rec, BERT4RecConfig, BPRMF, ExplicitMF, GRU4Rec, GRU4RecConfig, Item2Vec,
                                SASRec, SASRecConfig)
-from course_lib.models.gru4rec import train_session_parallel
 from course_lib.train import reset_parameters, train
 
 pytestmark = pytest.mark.unit
@@ -91,8 +90,9 @@ def test_session_parallel_training_twice_with_one_seed(loss, split):
     for before in (1, 2):
         torch.manual_seed(before)
         model = GRU4Rec(split.n_items, GRU4RecConfig(max_len=8, emb_dim=8, hidden=16, loss=loss, n_negatives=4))
-        losses = train_session_parallel(model, split, epochs=1, batch_size=8, seed=5, max_steps=5, progress=False)
-        runs.append((model, losses))
+        hist = train(model, split, batching="session_parallel", epochs=1, batch_size=8, seed=5, max_batches=5,
+                     progress=False, device="cpu")
+        runs.append((model, hist.frame()["loss"].tolist()))
     assert runs[0][1] == runs[1][1]
     assert _same_weights(runs[0][0], runs[1][0])
 

@@ -323,6 +323,37 @@ def item_titles(split, items: pd.DataFrame, width: int | None = 40) -> np.ndarra
     return np.array(out, dtype=object)
 
 
+def synthetic_sequences(n_users: int = 400, n_items: int = 100, length: int = 20, n_steps: int = 3,
+                        p_follow: float = 0.85, seed: int = 0) -> pd.DataFrame:
+    """A toy sequential task: each user walks around a ring of items with a personal stride.
+
+    User ``u`` draws a stride :math:`s_u \\in \\{1, ..., n\\_steps\\}` and a random first
+    item; each next item is :math:`((i + s_u - 1) \\bmod n) + 1` (IDs ``1..n``) with
+    probability ``p_follow``, else a uniformly random item. Popularity is flat, so the
+    popularity baseline is close to random (HR@10 about 10 / n_items), while a model
+    that reads the last two items predicts the next one most of the time. Returns a
+    frame with columns user, item, rating (1.0), timestamp (the position), IDs 1-based.
+    """
+    if n_items < 2 or length < 3 or n_users < 1 or n_steps < 1:
+        raise ValueError("need n_items >= 2, length >= 3, n_users >= 1 and n_steps >= 1")
+    if not 0 <= p_follow <= 1:
+        raise ValueError("p_follow must be in [0, 1]")
+    rng = np.random.default_rng(seed)
+    stride = rng.integers(1, n_steps + 1, size=n_users)
+    items = np.empty((n_users, length), dtype=np.int64)
+    items[:, 0] = rng.integers(0, n_items, size=n_users)
+    follow = rng.random((n_users, length)) < p_follow
+    jump = rng.integers(0, n_items, size=(n_users, length))
+    for t in range(1, length):
+        items[:, t] = np.where(follow[:, t], (items[:, t - 1] + stride) % n_items, jump[:, t])
+    return pd.DataFrame({
+        "user": np.repeat(np.arange(1, n_users + 1), length),
+        "item": items.reshape(-1) + 1,
+        "rating": np.float32(1.0),
+        "timestamp": np.tile(np.arange(length, dtype=np.int64), n_users),
+    })
+
+
 def load_users(name: str = "ml-100k") -> pd.DataFrame:
     """Users: ``user`` (int64), ``age`` (int64), ``gender`` (category), ``occupation`` (category)."""
     folder = _folder(name)

@@ -9,7 +9,13 @@ Two layers:
   wasted slot, never a second hit), and a fill value such as -1 is simply not relevant,
   so every metric stays in [0, 1].
 * **``evaluate``** scores users in batches, excludes what each user has already
-  seen, and computes every metric from the *rank* of each held-out item.
+  seen, and computes every metric from the *rank* of each held-out item
+  (:func:`rank_among_candidates`, also behind :func:`tie_rank`).
+
+Around them: what sampled evaluation does to a target of known full rank
+(:func:`sampled_hit_probability`, :func:`expected_sampled_metrics`, Krichene & Rendle,
+KDD 2020), list-level measures (:func:`catalog_coverage`, :func:`average_popularity`)
+and uncertainty over users (:func:`bootstrap_ci`, :func:`paired_bootstrap`).
 
 What "seen" means is one explicit choice, shared with
 :meth:`course_lib.models.base.Recommender.recommend`: ``exclude_seen=True`` (the default)
@@ -145,6 +151,7 @@ def _positions_from_neg_ranks(neg_ranks: np.ndarray) -> np.ndarray:
 
 
 def _as_tensor(scores) -> torch.Tensor:
+    """Scores as a float32 CPU tensor (from a NumPy array or a tensor on any device)."""
     if isinstance(scores, np.ndarray):
         scores = torch.from_numpy(scores)
     if not isinstance(scores, torch.Tensor):
@@ -191,6 +198,65 @@ def sample_negatives(seen_rows: np.ndarray, relevant: np.ndarray, n: int, n_item
         w = p[ok] / p[ok].sum()
         out[b] = rng.choice(ok, size=n, replace=False, p=w)
     return out
+
+
+def rank_among_candidates(scores, target_scores, candidates, ties: str = "pessimistic") -> torch.Tensor:
+    """0-based rank of each target score among each row's candidates: how many score **higher**, plus ties.
+
+    ``scores``: (B, N); ``target_scores``: (B, T), one column per held-out item of the row;
+    ``candidates``: (B, N) bool, the items a target competes with (not the targets themselves).
+    Ties with candidates count against the model (``"pessimistic"``, the evaluator's rule:
+    every candidate scoring at least as high is ranked above), for it (``"optimistic"``) or
+    half each way (``"average"``). Each row is sorted once and every target is placed by
+    binary search (``searchsorted``), so B x T targets cost one sort per row; non-candidates
+    are set to ``-inf`` for the search, and a target scoring ``-inf`` itself is corrected so
+    that they do not count as ties. Returns float (B, T).
+    """
+    if ties not in ("pessimistic", "optimistic", "average"):
+        raise ValueError(f"ties must be 'pessimistic', 'optimistic' or 'average', got {ties!r}")
+    s = torch.as_tensor(scores).detach().cpu()  # the caller's precision: float32 in evaluate, float64 in tie_rank
+    t = torch.as_tensor(target_scores).detach().cpu().to(s.dtype)
+    cand = torch.as_tensor(candidates, dtype=torch.bool).cpu()
+    n = s.shape[1]
+    ordered, _ = torch.sort(torch.where(cand, s, torch.tensor(-torch.inf)), dim=1)
+    t = t.contiguous()
+    higher = (n - torch.searchsorted(ordered, t, right=True)).float()       # candidates scoring > target
+    at_least = (n - torch.searchsorted(ordered, t, right=False)).float()    # ... >= target, non-candidates too
+    n_out = (n - cand.sum(1, keepdim=True)).float()                         # when the target is -inf
+    at_least = at_least - torch.where(torch.isneginf(t), n_out, torch.zeros_like(t))
+    if ties == "pessimistic":
+        return at_least
+    if ties == "optimistic":
+        return higher
+    return higher + 0.5 * (at_least - higher)
+
+
+def tie_rank(scores, target, candidates=None, ties: str = "pessimistic") -> np.ndarray:
+    """0-based rank of each row's ``target`` column among that row's candidate items (NumPy in, NumPy out).
+
+    ``scores``: (B, n) scores; ``target``: (B,) column of the held-out item in each row;
+    ``candidates``: (B, n) bool, the items it competes with (default: every other
+    column; the target itself never counts). Ties as in :func:`rank_among_candidates`:
+    against the model (``"pessimistic"``, what :func:`evaluate` does), for it
+    (``"optimistic"``, the trap notebook 08 shows) or half and half (``"average"``).
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 2:
+        raise ValueError(f"scores must be 2-D (rows x items), got shape {s.shape}")
+    t = np.asarray(target, dtype=np.int64).reshape(-1)
+    if len(t) != len(s):
+        raise ValueError(f"got {len(s)} rows of scores but {len(t)} targets")
+    if ((t < 0) | (t >= s.shape[1])).any():
+        raise IndexError(f"targets must be column indices in 0..{s.shape[1] - 1}")
+    cand = np.ones_like(s, dtype=bool) if candidates is None else np.asarray(candidates, dtype=bool).copy()
+    if cand.shape != s.shape:
+        raise ValueError(f"candidates has shape {cand.shape}, scores {s.shape}")
+    rows = np.arange(len(s))
+    cand[rows, t] = False
+    st = torch.tensor(s)  # a copy: the caller's array may be read-only
+    ranks = rank_among_candidates(st, st[torch.from_numpy(rows), torch.from_numpy(t)][:, None],
+                                  torch.from_numpy(cand), ties)
+    return ranks[:, 0].numpy().astype(float)
 
 
 @torch.no_grad()
@@ -261,12 +327,7 @@ def evaluate(model, split, stage: str = "test", ks: Sequence[int] = (10,), sampl
             cand = ~(seen_b | rel_mask)
             cand[:, 0] = False
             n_neg = cand.sum(1)
-            cand_scores = torch.where(cand, scores, torch.tensor(-torch.inf))
-            sorted_scores, _ = torch.sort(cand_scores, dim=1)
-            idx = torch.searchsorted(sorted_scores, t_scores.contiguous(), right=False)
-            neg_rank = (n_items + 1 - idx).float()
-            n_noncand = (n_items + 1) - n_neg
-            neg_rank = neg_rank - torch.where(torch.isneginf(t_scores), n_noncand[:, None].float(), 0.0)
+            neg_rank = rank_among_candidates(scores, t_scores, cand)
         else:
             negs = torch.from_numpy(sample_negatives(seen_b.numpy(), rel, sampled, n_items,
                                                      pop if sampler == "popularity" else None, rng))
@@ -288,6 +349,48 @@ def evaluate(model, split, stage: str = "test", ks: Sequence[int] = (10,), sampl
         result[f"AvgPop@{k}"] = average_popularity(topk[:, :k], pop)
     result["users"] = int(len(users))
     return (result, table) if per_user else result
+
+
+# ----------------------------------------------------------------------------- sampled evaluation, in theory
+
+
+def sampled_hit_probability(rank, n_negatives, n_samples: int = 100, k: int = 10) -> np.ndarray:
+    """P(the target lands in the top ``k`` among ``n_samples`` negatives drawn uniformly without replacement).
+
+    ``rank``: how many of the ``n_negatives`` candidate negatives score above the target
+    (its 0-based full rank). Vectorised over ``rank`` and ``n_negatives``.
+    """
+    from scipy.stats import hypergeom
+
+    r = np.asarray(rank, dtype=np.int64)
+    n = np.broadcast_to(np.asarray(n_negatives, dtype=np.int64), r.shape)
+    if (r < 0).any() or (r > n).any():
+        raise ValueError("rank must lie in 0..n_negatives")
+    if n_samples < 1 or k < 1:
+        raise ValueError("n_samples and k must be >= 1")
+    m = np.minimum(n_samples, n)
+    return np.asarray(hypergeom.cdf(k - 1, n, r, m), dtype=float)
+
+
+def expected_sampled_metrics(rank, n_negatives, n_samples: int = 100, k: int = 10) -> dict:
+    r"""Expected sampled HR@k and NDCG@k per target, from its full rank (see the module docstring).
+
+    Returns ``{"HR@k": array, "NDCG@k": array}``; their means predict what
+    ``evaluate(..., sampled=n_samples)`` measures with a uniform sampler.
+    """
+    from scipy.stats import hypergeom
+
+    r = np.asarray(rank, dtype=np.int64)
+    n = np.broadcast_to(np.asarray(n_negatives, dtype=np.int64), r.shape)
+    m = np.minimum(n_samples, n)
+    j = np.arange(k)[:, None]
+    pmf = hypergeom.pmf(j, n.reshape(-1)[None, :], r.reshape(-1)[None, :], m.reshape(-1)[None, :])  # (k, U)
+    hr = pmf.sum(0).reshape(r.shape)
+    ndcg = (pmf / np.log2(j + 2)).sum(0).reshape(r.shape)
+    return {f"HR@{k}": hr, f"NDCG@{k}": ndcg}
+
+
+# ----------------------------------------------------------------------------- beyond accuracy, uncertainty
 
 
 def catalog_coverage(topk: np.ndarray, n_items: int) -> float:
@@ -315,3 +418,18 @@ def bootstrap_ci(per_user: np.ndarray, n_boot: int = 1000, alpha: float = 0.05, 
     rng = np.random.default_rng(seed)
     means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(1)
     return float(x.mean()), float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
+
+
+def paired_bootstrap(a, b, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float, float]:
+    """Mean of ``a - b`` and its percentile bootstrap interval, resampling **users** (pairs) jointly.
+
+    ``a`` and ``b`` are per-user metrics of two models on the same users, in the same
+    order: this is :func:`bootstrap_ci` of the per-user differences. An interval that
+    excludes 0 says the difference is unlikely to be noise.
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"a and b must be 1-D per-user metrics of the same users, got shapes {a.shape}, {b.shape}")
+    if not 0 < alpha < 1:
+        raise ValueError("alpha must be in (0, 1)")
+    return bootstrap_ci(a - b, n_boot=n_boot, alpha=alpha, seed=seed)

@@ -37,19 +37,28 @@ from .sasrec import SASRec, SASRecConfig, _as_batch
 
 
 def mask_items(seq: torch.Tensor, mask_token: int, mask_prob: float,
-               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hide each non-padding item of ``seq`` with probability ``mask_prob``.
+               generator: torch.Generator | None = None, ensure_one: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT4Rec's Cloze task: hide each non-padding item of ``seq`` with probability ``mask_prob``.
 
-    ``seq``: (B, L) int64 item IDs, 0 = padding. Returns ``(inputs, labels)``, both like
-    ``seq``: ``inputs`` has ``mask_token`` at the masked positions and ``seq`` elsewhere;
+    ``seq``: (B, L) int64 item IDs, left-padded with 0. Returns ``(inputs, labels)``, both
+    like ``seq``: ``inputs`` has ``mask_token`` at the masked positions and ``seq`` elsewhere;
     ``labels`` has the original item at the masked positions and 0 (ignored) elsewhere.
-    Padding is never masked. Random numbers come from ``generator`` (torch's global
-    generator when None, so ``seed_everything`` makes it reproducible).
+    Padding is never masked. With ``ensure_one``, a row that has items but drew no mask gets
+    its **last** (most recent) item masked, so every row asks at least one question, the
+    one asked at inference. Random numbers come from ``generator`` (a CPU generator) or
+    torch's global generator (``seed_everything`` makes it reproducible).
     """
     if not 0.0 <= mask_prob <= 1.0:
         raise ValueError(f"mask_prob must lie in [0, 1], got {mask_prob}")
+    if seq.ndim != 2:
+        raise ValueError(f"seq must be (B, L), got shape {tuple(seq.shape)}")
+    items = seq != PAD
     draw = torch.rand(seq.shape, generator=generator, device="cpu").to(seq.device)
-    masked = (draw < mask_prob) & (seq != PAD)
+    masked = (draw < mask_prob) & items
+    if ensure_one:
+        empty = items.any(1) & ~masked.any(1)
+        last = seq.shape[1] - 1 - torch.flip(items, dims=[1]).int().argmax(1)  # column of each row's last item
+        masked[empty, last[empty]] = True
     inputs = torch.where(masked, torch.full_like(seq, mask_token), seq)
     labels = torch.where(masked, seq, torch.zeros_like(seq))
     return inputs, labels
@@ -106,17 +115,13 @@ class BERT4Rec(SASRec):
         """
         batch = _as_batch(batch, self.device)
         seq = batch[:, -self.config.max_len:]
-        inputs, labels = mask_items(seq, self.mask_token, self.config.mask_prob)
-        # some rows: hide only the last item (the question asked at inference);
-        # rows the draw left without any mask: hide their last item too
-        last_only = torch.rand(len(seq)).to(seq.device) < self.config.last_item_prob
-        none = (labels == PAD).all(1)
-        fix = (last_only | none) & (seq[:, -1] != PAD)
-        if fix.any():
-            inputs[fix] = seq[fix]
-            labels[fix] = 0
-            inputs[fix, -1] = self.mask_token
-            labels[fix, -1] = seq[fix, -1]
+        inputs, labels = mask_items(seq, self.mask_token, self.config.mask_prob, ensure_one=True)
+        # some rows: hide only the last item (the question asked at inference)
+        last_only = (torch.rand(len(seq)).to(seq.device) < self.config.last_item_prob) & (seq[:, -1] != PAD)
+        inputs = torch.where(last_only[:, None], seq, inputs)
+        labels = torch.where(last_only[:, None], torch.zeros_like(labels), labels)
+        inputs[last_only, -1] = self.mask_token
+        labels[last_only, -1] = seq[last_only, -1]
         keep = labels != PAD
         if not keep.any():
             raise ValueError("the batch holds no items to mask (every row is padding)")

@@ -96,6 +96,29 @@ def padding_attention_mask(seq: torch.Tensor, causal: bool = True) -> torch.Tens
     return allowed
 
 
+def embed_positions(seq: torch.Tensor, item_emb: nn.Embedding, pos_emb: nn.Embedding,
+                    scale: float = 1.0) -> torch.Tensor:
+    r"""Item plus position embeddings of left-padded item IDs ``seq`` (B, L); padding rows are zero.
+
+    .. math:: x_{b,t} = \text{scale} \cdot E[s_{b,t}] + P[p_t]\ \text{ if } s_{b,t} \ne 0 \text{ else } 0
+
+    Positions count from the **right**: with ``max_len = pos_emb.num_embeddings``, column
+    ``t`` of a length-``L`` batch gets position ``max_len - L + t``, so the most recent item
+    always has position ``max_len - 1``, however long the history. SASRec scales the item
+    embeddings by :math:`\sqrt{d}` (as the Transformer does); notebook 09's lab model uses
+    ``scale = 1``.
+    """
+    if seq.ndim != 2:
+        raise ValueError(f"seq must be (batch, length), got shape {tuple(seq.shape)}")
+    L, max_len = seq.shape[1], pos_emb.num_embeddings
+    if L > max_len:
+        raise ValueError(f"sequence length {L} exceeds the {max_len} positions of pos_emb; "
+                         "keep the last max_len items (course_lib.prep.pad_sequences does)")
+    pos = torch.arange(max_len - L, max_len, device=seq.device)
+    x = item_emb(seq) * scale + pos_emb(pos)[None]
+    return x * (seq != PAD)[..., None].to(x.dtype)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention: project to queries, keys and values, attend per head, merge."""
 
@@ -231,11 +254,8 @@ class SASRec(NeuralRecommender):
                              f"got {int(seq.min())}..{int(seq.max())}: encode them with course_lib.prep")
 
     def embed(self, seq: torch.Tensor) -> torch.Tensor:
-        """Item embedding (scaled by sqrt(hidden)) + position embedding; padding rows set to 0."""
-        L = seq.shape[1]
-        pos = torch.arange(self.config.max_len - L, self.config.max_len, device=seq.device)
-        x = self.item_emb(seq) * math.sqrt(self.config.hidden) + self.pos_emb(pos)[None]
-        return self.drop(x) * (seq != PAD)[..., None]
+        """Item embedding (scaled by sqrt(hidden)) + position embedding (:func:`embed_positions`), dropout; padding rows 0."""
+        return self.drop(embed_positions(seq, self.item_emb, self.pos_emb, math.sqrt(self.config.hidden)))
 
     def forward(self, seq: torch.Tensor, return_attention: bool = False):
         """Hidden states (B, L, hidden) for left-padded item IDs ``seq`` (B, L <= max_len).

@@ -138,3 +138,31 @@ def test_learns_to_fill_in_from_context():
     items = [int(r[0]) for r in rows[:3]]  # items seen in training, asked with other lengths
     top = m.score(np.arange(3), [np.full(3, items[0]), np.full(2, items[1]), np.full(1, items[2])]).argmax(1)
     assert top.tolist() == items
+
+
+def test_mask_items_ensure_one_masks_the_last_item_of_rows_the_draw_missed():
+    from course_lib.models.bert4rec import mask_items
+
+    seq = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 5], [0, 0, 0, 0, 0]])
+    inputs, labels = mask_items(seq, 9, 0.0, ensure_one=True)       # the draw hides nothing
+    assert labels.tolist() == [[0, 0, 0, 0, 5], [0, 0, 0, 0, 5], [0, 0, 0, 0, 0]]
+    assert inputs[:, -1].tolist() == [9, 9, 0] and (inputs[:, :-1] == seq[:, :-1]).all()
+    plain, _ = mask_items(seq, 9, 0.0)
+    assert torch.equal(plain, seq)
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    a, la = mask_items(seq, 9, 0.5, g1, ensure_one=True)
+    b, lb = mask_items(seq, 9, 0.5, g2)
+    drawn = lb != 0
+    assert torch.equal(la[drawn], lb[drawn])   # the same draw; ensure_one only adds masks
+    assert ((la != 0).sum(1) >= (seq[:, -1] != 0).long()).all()
+
+
+def test_sasrec_embed_is_embed_positions_scaled():
+    from course_lib.models.sasrec import SASRec, embed_positions
+
+    m = SASRec(10, max_len=6, hidden=8, dropout=0.0).eval()
+    seq = torch.tensor([[0, 0, 3, 4], [1, 2, 3, 4]])
+    x = embed_positions(seq, m.item_emb, m.pos_emb, scale=8 ** 0.5)
+    assert torch.allclose(m.embed(seq), x) and (x[0, :2] == 0).all()
+    pos = m.pos_emb.weight[2:6]                                     # the most recent item gets position max_len - 1
+    assert torch.allclose(embed_positions(seq, m.item_emb, m.pos_emb)[1], m.item_emb(seq[1]) + pos)

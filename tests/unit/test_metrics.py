@@ -222,3 +222,31 @@ def test_large_catalog_is_batched():
 
     res = metrics.evaluate(Rand(), split, ks=(10,), batch_size=256)
     assert 0 <= res["NDCG@10"] < 0.05
+
+
+@pytest.mark.parametrize("ties", ["pessimistic", "optimistic", "average"])
+def test_rank_among_candidates_matches_brute_force(ties):
+    import torch
+
+    rng = np.random.default_rng(0)
+    scores = torch.from_numpy(rng.integers(0, 4, size=(30, 12)).astype(np.float32))  # many ties
+    scores[rng.random((30, 12)) < 0.1] = -torch.inf
+    cand = torch.from_numpy(rng.random((30, 12)) < 0.7)
+    targets = scores[:, :3].clone()                                                   # three targets per row
+    targets[0, 0] = -torch.inf
+    got = metrics.rank_among_candidates(scores, targets, cand, ties)
+    for b in range(30):
+        c = scores[b][cand[b]]
+        for j in range(3):
+            higher, equal = int((c > targets[b, j]).sum()), int((c == targets[b, j]).sum())
+            want = {"pessimistic": higher + equal, "optimistic": higher, "average": higher + equal / 2}[ties]
+            assert got[b, j].item() == want, (b, j)
+    with pytest.raises(ValueError, match="ties"):
+        metrics.rank_among_candidates(scores, targets, cand, "random")
+
+
+def test_paired_bootstrap_is_the_bootstrap_of_differences():
+    a, b = np.random.default_rng(1).random(50), np.random.default_rng(2).random(50)
+    assert metrics.paired_bootstrap(a, b, seed=3) == metrics.bootstrap_ci(a - b, seed=3)
+    with pytest.raises(ValueError, match="same users"):
+        metrics.paired_bootstrap(a, b[:10])

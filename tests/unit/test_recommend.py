@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from course_lib import metrics, prep
-from course_lib.evaluation_lab import synthetic_sequences
+from course_lib.data import synthetic_sequences
 from course_lib.models import (ALS, BERT4Rec, BERT4RecConfig, BPRMF, ExplicitMF, GRU4Rec, GRU4RecConfig, Item2Vec,
                                ItemKNN, MarkovChain, Popularity, SASRec, SASRecConfig, UserKNN)
 from course_lib.models.base import NO_ITEM, recommend_topk

@@ -11,7 +11,7 @@ import torch
 
 from course_lib import prep
 from course_lib.env import seed_everything
-from course_lib.evaluation_lab import synthetic_sequences
+from course_lib.data import synthetic_sequences
 from course_lib.models import (ALS, BERT4Rec, BERT4RecConfig, BPRMF, ExplicitMF, GRU4Rec, GRU4RecConfig, Item2Vec,
                                SASRec, SASRecConfig)
 from course_lib.train import reset_parameters, train

@@ -45,7 +45,8 @@ def topk_allowed(scores, excluded, k: int) -> np.ndarray:
     ``scores``: ``(B, n_items + 1)``; ``excluded``: ``(B, n_items + 1)`` bool (column 0,
     padding, is always excluded). Returns ``(B, min(k, n_items))`` int64; a row with fewer
     than that many allowed items ends with :data:`NO_ITEM` (-1) fills, so an excluded item
-    is never returned, whatever the scores (-inf or NaN included).
+    is never returned, whatever the scores (-inf or NaN included). Tied scores are listed by
+    item ID, smaller first, so the top ``k`` is always the start of the top ``k + 1``.
     """
     s = torch.as_tensor(scores).detach().float().cpu().clone()
     if s.ndim != 2:
@@ -58,7 +59,9 @@ def topk_allowed(scores, excluded, k: int) -> np.ndarray:
     # allowed items first (by score, NaN counted as highest), excluded ones after all of them
     key = torch.where(ex, torch.tensor(-torch.inf), torch.nan_to_num(s, nan=torch.inf, posinf=torch.inf,
                                                                       neginf=torch.finfo(s.dtype).min))
-    top = torch.topk(key, width, dim=1).indices
+    # a stable sort, not torch.topk: tied scores keep the order of their item IDs (smaller first), so the
+    # same scores give the same list for every k and on every machine (topk's order of ties is undefined)
+    top = torch.sort(key, dim=1, descending=True, stable=True).indices[:, :width]
     n_allowed = (~ex).sum(1, keepdim=True)
     top = torch.where(torch.arange(width)[None, :] < n_allowed, top, torch.tensor(NO_ITEM))
     return top.numpy().astype(np.int64)

@@ -224,3 +224,17 @@ def test_exclude_seen_decides_whether_a_repeated_target_can_count():
         sampled = metrics.evaluate(model, split, ks=(1,), sampled=5, sampler=sampler)
         assert sampled["HR@1"] == pytest.approx(1 - repeat_share)
         assert metrics.evaluate(model, split, ks=(1,), sampled=5, sampler=sampler, exclude_seen=False)["HR@1"] == 1.0
+
+
+def test_tied_scores_are_listed_by_item_id_for_every_k():
+    from course_lib.models.base import recommend_topk
+
+    rng = np.random.default_rng(0)
+    scores = torch.from_numpy(rng.integers(0, 3, size=(20, 300)).astype(np.float32))  # ties everywhere
+    hist = [np.array([], dtype=np.int64)] * 20
+    lists = {k: recommend_topk(scores, hist, k=k) for k in (5, 10, 11, 50)}
+    for k in (5, 10, 11):
+        assert (lists[k] == lists[50][:, :k]).all()   # a longer list starts with the shorter one
+    for row, s in zip(lists[50], scores.numpy()):
+        key = [(-s[i], i) for i in row]
+        assert key == sorted(key)                     # by score, then by item ID

@@ -63,10 +63,10 @@ lab: setup
 	$(BIN)/jupyter lab --notebook-dir=$(CURDIR)
 
 release: setup
-	$(BIN)/python grading/release.py
+	$(BIN)/python -m tools.release
 
 check-release: setup
-	$(BIN)/python grading/release.py --check
+	$(BIN)/python -m tools.release --check
 
 bench: setup
 	$(BIN)/python benchmarks/classic.py

@@ -24,13 +24,15 @@ ROOT = Path(__file__).resolve().parent.parent
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 
 
-def discover(root: Path = ROOT) -> list[str]:
-    """Every assignment that has both a source in solutions/ and a release in notebooks/."""
-    out = []
-    for p in sorted((root / "solutions").glob("*/")):
-        if (p / f"{p.name}.ipynb").exists() and (root / "notebooks" / p.name / f"{p.name}.ipynb").exists():
-            out.append(p.name)
-    return out
+def discover(root: Path = ROOT, released: bool = True) -> list[str]:
+    """The sorted names of the assignments: every folder of solutions/ holding a notebook of the
+    same name and, unless ``released=False`` (what the release step itself lists), its release
+    ``notebooks/<name>/<name>.ipynb``."""
+    names = sorted(p.name for p in (root / "solutions").iterdir()
+                   if p.is_dir() and (p / f"{p.name}.ipynb").exists())
+    if released:
+        names = [n for n in names if (root / "notebooks" / n / f"{n}.ipynb").exists()]
+    return names
 
 
 def _src(cell) -> str:
@@ -114,7 +116,7 @@ def load(name: str, root: Path = ROOT) -> Assignment:
     if not src.exists():
         raise FileNotFoundError(f"no source notebook {src}")
     if not rel.exists():
-        raise FileNotFoundError(f"no release notebook {rel}: run `python grading/release.py {name}` first")
+        raise FileNotFoundError(f"no release notebook {rel}: run `python -m tools.release {name}` first")
     snb = json.loads(src.read_text(encoding="utf-8"))
     rnb = json.loads(rel.read_text(encoding="utf-8"))
     release_by_gid = {}

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from . import assignment as asg
 from .autograde import needs_review
+from .nbgrader_cli import run_nbgrader
 
 ROOT = asg.ROOT
 GRADING = ROOT / "grading"
@@ -34,14 +35,11 @@ DEFAULT_REGEX = r".*/[^/]*?_(?P<student_id>[^_/]+)_attempt_(?P<timestamp>[0-9\-]
 
 def nbgrader(args: list[str], course: Path, check: bool = True) -> subprocess.CompletedProcess:
     """Run an nbgrader command with the course's config plus this grading folder's paths."""
-    env = dict(os.environ)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")  # alembic
-    cmd = [sys.executable, "-m", "nbgrader", *args,
-           f"--CourseDirectory.root={course}",
-           f"--CourseDirectory.source_directory={ROOT / 'solutions'}",
-           f"--CourseDirectory.release_directory=release",
-           f"--CourseDirectory.db_url=sqlite:///{course / 'gradebook.db'}"]
-    proc = subprocess.run(cmd, cwd=GRADING, env=env, capture_output=True, text=True)
+    proc = run_nbgrader([*args,
+                         f"--CourseDirectory.root={course}",
+                         f"--CourseDirectory.source_directory={ROOT / 'solutions'}",
+                         f"--CourseDirectory.release_directory=release",
+                         f"--CourseDirectory.db_url=sqlite:///{course / 'gradebook.db'}"])
     if check and proc.returncode != 0:
         raise RuntimeError(f"nbgrader {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc

@@ -16,7 +16,12 @@ from pathlib import Path
 
 from . import assignment as asg
 
-ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without its ANSI escape sequences (the colours of IPython's tracebacks)."""
+    return _ANSI.sub("", text)
 
 # The page is inert: no script runs, nothing is fetched (images are data: URIs), whatever the
 # submission displayed. Browsers apply a CSP given in a <meta> tag to the whole page.
@@ -88,7 +93,7 @@ def _summary_md(a: asg.Assignment, result: dict) -> str:
 
 
 def _md_escape(s: str) -> str:
-    s = ANSI.sub("", str(s)).replace("\n", " ").replace("|", "\\|")
+    s = strip_ansi(str(s)).replace("\n", " ").replace("|", "\\|")
     return s[:400]
 
 

@@ -1,6 +1,6 @@
 """nbgrader configuration of the course: solutions/ is nbgrader's "source", notebooks/ its "release".
 
-Loaded by every grading command (``grading/release.py``, the instructor's grading
+Loaded by every grading command (``tools/release.py``, the instructor's grading
 command) with this folder as nbgrader's working directory.
 """
 import os

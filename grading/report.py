@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import csv
-import re
 from collections import Counter
 from pathlib import Path
 
 from . import assignment as asg
 from .autograde import needs_review
-
-ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+from .feedback import strip_ansi
 
 
 def grade_sheet(a: asg.Assignment, rows: list[dict], path: Path) -> Path:
@@ -31,7 +29,7 @@ def grade_sheet(a: asg.Assignment, rows: list[dict], path: Path) -> Path:
 
 
 def _reason_key(reason: str) -> str:
-    reason = ANSI.sub("", reason).strip()
+    reason = strip_ansi(reason).strip()
     return reason.splitlines()[0][:160] if reason else "failed"
 
 

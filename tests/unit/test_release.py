@@ -2,7 +2,7 @@
 import json
 from pathlib import Path
 
-from grading import release
+from tools import release
 
 ROOT = Path(__file__).resolve().parents[2]
 

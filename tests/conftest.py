@@ -19,7 +19,7 @@ _worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # set in xdist workers only
 if _worker.startswith("gw") and _worker[2:].isdigit():
     os.environ["COURSE_GRADER_UID"] = str(int(os.environ.get("COURSE_GRADER_UID", "61000")) + 100 * int(_worker[2:]))
 
-TIERS = ("unit", "notebooks", "grading", "browser")
+TIERS = ("unit", "quality", "notebooks", "grading", "browser")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks (loadgroup), or they are ignored

@@ -260,15 +260,17 @@ def tie_rank(scores, target, candidates=None, ties: str = "pessimistic") -> np.n
 
 
 @torch.no_grad()
-def evaluate(model, split, stage: str = "test", ks: Sequence[int] = (10,), sampled: int | None = None,
-             sampler: str = "uniform", batch_size: int = 512, seed: int = 0,
-             per_user: bool = False, progress: bool = False, exclude_seen: bool = True):
+def evaluate(model, split, stage: str = "test", ks: Sequence[int] = (10,), *, exclude_seen: bool = True,
+             sampled: int | None = None, sampler: str = "uniform", seed: int = 0,
+             per_user: bool = False, batch_size: int = 512, progress: bool = False):
     """Evaluate ``model`` on ``split``'s ``stage`` items, excluding each user's seen items.
 
-    ``model`` needs ``score(users, histories) -> (B, n_items + 1)``. Full ranking over
-    the whole catalog by default; ``sampled=100`` ranks each held-out item against
-    100 negatives drawn ``"uniform"``-ly or by ``"popularity"`` instead (the protocol
-    the sequential-evaluation lesson takes apart).
+    ``model`` needs ``score(users, histories) -> (B, n_items + 1)``. Everything after ``ks``
+    is a keyword, in three groups: *what is ranked* (``exclude_seen``); *the protocol*: full
+    ranking over the whole catalog by default, ``sampled=100`` ranks each held-out item
+    against 100 negatives drawn ``"uniform"``-ly or by ``"popularity"`` instead, drawn with
+    ``seed`` (the protocol the sequential-evaluation lesson takes apart); *the output and the
+    work* (``per_user``, ``batch_size``, ``progress``).
 
     ``exclude_seen`` is the same choice as in ``model.recommend``: True (the default)
     removes the user's history (``split.history(stage)``) from the candidates, so a

@@ -29,10 +29,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from course_lib import data, metrics, prep, seed_everything  # noqa: E402
+from course_lib.models.als import ALS  # noqa: E402
+from course_lib.models.bpr import BPRMF  # noqa: E402
 from course_lib.models.content import ContentKNN  # noqa: E402
+from course_lib.models.explicit_mf import ExplicitMF  # noqa: E402
 from course_lib.models.item2vec import Item2Vec  # noqa: E402
 from course_lib.models.knn import ItemKNN, UserKNN  # noqa: E402
-from course_lib.models.mf import ALS, BPRMF, ExplicitMF, random_split  # noqa: E402
 from course_lib.models.popularity import Popularity  # noqa: E402
 
 K_GRID = (10, 20, 50, 100)
@@ -78,10 +80,10 @@ def ranking(seeds, ml) -> pd.DataFrame:
 def rating(seeds, ml) -> pd.DataFrame:
     rows = []
     for seed in seeds:
-        tune = random_split(ml.interactions, test_frac=0.2, valid_frac=0.1, seed=seed)
+        tune = prep.random_split(ml.interactions, test_frac=0.2, valid_frac=0.1, seed=seed)
         valid = {reg: ExplicitMF(reg=reg, seed=seed, device="cpu").fit(tune).history_["valid_rmse"][-1] for reg in REG_GRID}
         reg = min(valid, key=valid.get)
-        full = random_split(ml.interactions, test_frac=0.2, seed=seed)  # same test 20 %, whole 80 % to train
+        full = prep.random_split(ml.interactions, test_frac=0.2, seed=seed)  # same test 20 %, whole 80 % to train
         model, secs = timed_fit(ExplicitMF(reg=reg, seed=seed, device="cpu"), full)
         rmse = model.rmse(full.test)
         mean_rmse = float(np.sqrt(((full.test.rating - full.train.rating.mean()) ** 2).mean()))

@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     from course_lib.llm import knowledge as K
     from course_lib.llm.models import load_lm
     from course_lib.llm.tuning import LoraSettings
-    from course_lib.models.mf import BPRMF
+    from course_lib.models.bpr import BPRMF
     from course_lib.models.popularity import Popularity
 
     n_rec, n_know, n_held, n_valid, n_test = (4, 4, 4, 10, 8) if args.quick else (48, 48, 24, 60, 80)

@@ -193,6 +193,28 @@ def temporal_split(df: pd.DataFrame, valid_frac: float = 0.1, test_frac: float =
     return Split(_sort_by_time(train), known(valid), known(test), len(umap), len(imap), umap, imap, kind="temporal")
 
 
+def random_split(df: pd.DataFrame, test_frac: float = 0.2, valid_frac: float = 0.0, seed: int = 0) -> Split:
+    """Random split of the **ratings** (not by time): the classic rating-prediction protocol.
+
+    ``test_frac`` of all rows go to test; ``valid_frac`` of the remaining training rows go
+    to validation (for tuning). IDs are encoded over the whole frame (1-based, 0 = padding),
+    so a test user or item may have few or no training ratings: the model then falls back
+    on the biases. Returns a :class:`Split` with ``kind="random"``.
+    """
+    if "rating" not in df.columns:
+        raise ValueError("random_split needs a 'rating' column (it is the rating-prediction split)")
+    if not (0 < test_frac < 1 and 0 <= valid_frac < 1):
+        raise ValueError("test_frac must be in (0, 1) and valid_frac in [0, 1)")
+    enc, umap, imap = encode_ids(df)
+    perm = np.random.default_rng(seed).permutation(len(enc))
+    n_test = int(round(test_frac * len(enc)))
+    n_valid = int(round(valid_frac * (len(enc) - n_test)))
+    test = enc.iloc[np.sort(perm[:n_test])].reset_index(drop=True)
+    valid = enc.iloc[np.sort(perm[n_test:n_test + n_valid])].reset_index(drop=True)
+    train = enc.iloc[np.sort(perm[n_test + n_valid:])].reset_index(drop=True)
+    return Split(train, valid, test, len(umap), len(imap), umap, imap, kind="random")
+
+
 def interaction_matrix(df: pd.DataFrame, n_users: int | None = None, n_items: int | None = None,
                        implicit: bool = False) -> sp.csr_matrix:
     """Sparse user-item matrix of shape ``(n_users + 1, n_items + 1)`` (row/column 0: padding).

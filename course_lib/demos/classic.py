@@ -18,8 +18,8 @@ How each model treats a **new** user (``user=0``, only the clicked items known):
 * UserKNN: compares the clicked items with every training user's row;
 * ALS, BPR-MF: **fold-in**: a user vector fitted with the item factors fixed, by the
   model's own objective: ALS solves its user step in closed form
-  (:func:`course_lib.models.mf.fold_in`), BPR-MF takes 100 gradient steps on the BPR loss
-  over (clicked, not clicked) pairs (:meth:`course_lib.models.mf.BPRMF.fold_in`);
+  (:meth:`course_lib.models.als.ALS.fold_in`), BPR-MF takes 100 gradient steps on the BPR loss
+  over (clicked, not clicked) pairs (:meth:`course_lib.models.bpr.BPRMF.fold_in`);
 * ExplicitMF: ridge regression of a user bias and vector on the clicked items, each
   taken as a rating of ``assumed_rating`` (5 stars).
 

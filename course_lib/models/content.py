@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .base import configure
 from .knn import KNNConfig, _ItemNeighbourhood, cosine_similarity
 
 TOKEN = re.compile(r"[^\W_]+")  # runs of Unicode letters and digits: "Misérables", "Амели", "1983"
@@ -166,16 +167,10 @@ class ContentKNN(_ItemNeighbourhood):
 
     name = "ContentKNN"
 
-    def __init__(self, items: pd.DataFrame | None = None, config: ContentConfig | None = None, **kwargs):
+    def __init__(self, items: pd.DataFrame | None = None, config: ContentConfig | None = None, **overrides):
         if items is not None and not isinstance(items, pd.DataFrame):
             raise TypeError(f"items must be the frame from course_lib.data.load_items(), got {type(items).__name__}")
-        if config is not None and not isinstance(config, ContentConfig):
-            raise TypeError(f"config must be a ContentConfig, got {type(config).__name__}")
-        unknown = set(kwargs) - set(ContentConfig.__dataclass_fields__)
-        if unknown:
-            raise TypeError(f"unknown option(s) {sorted(unknown)}; choose among {sorted(ContentConfig.__dataclass_fields__)}")
-        base = config or ContentConfig()
-        self.config = ContentConfig(**{**base.__dict__, **kwargs}).check()
+        self.config = configure(ContentConfig, config, overrides)
         self.items = items
 
     def fit(self, split, items: pd.DataFrame | None = None, **kwargs) -> "ContentKNN":

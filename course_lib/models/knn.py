@@ -1,4 +1,9 @@
-r"""Neighbourhood collaborative filtering: item-based and user-based k-NN.
+r"""Similarity and neighbours: item-based and user-based k-NN, and the nearest items in any vector space.
+
+This module is the course's one home for "which items are similar": the cosine of sparse
+interaction (or feature) rows that the neighbourhood models use (:func:`cosine_similarity`),
+and the nearest items in a dense vector space, such as the item factors of matrix
+factorization or item2vec's embeddings (:func:`nearest_items`, :func:`most_similar`).
 
 Both work on the implicit (0/1) training matrix :math:`X` (users x items, row and
 column 0 are padding) and the **cosine similarity with shrinkage**
@@ -24,23 +29,25 @@ shrinkage :math:`\lambda \ge 0` pulls the similarity of pairs with little suppor
   by the history alone.
 
 Everything is sparse (``scipy.sparse``) and vectorised; the only loops run over the
-rows of a similarity matrix in chunks.
+rows of a similarity matrix in chunks. :func:`nearest_items` takes a dense table
+``(n_items + 1, d)`` (NumPy or torch) and ranks with one matrix product.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 
 from ..prep import interaction_matrix
-from .base import Recommender
+from .base import Recommender, configure
 
 
 @dataclass
 class KNNConfig:
-    """Hyper-parameters of the neighbourhood models.
+    """Hyper-parameters of the neighbourhood models (ItemKNN's defaults).
 
     ``k``: neighbours kept per item (ItemKNN, ContentKNN) or per query user (UserKNN);
     ``shrink``: the :math:`\\lambda` of the cosine above; ``recency``: half-life, in
@@ -50,23 +57,19 @@ class KNNConfig:
     shrink: float = 10.0
     recency: float | None = None
 
-    def check(self) -> "KNNConfig":
+    def __post_init__(self):
         if not (isinstance(self.k, (int, np.integer)) and self.k >= 1):
             raise ValueError(f"k (the number of neighbours) must be an integer >= 1, got {self.k!r}")
         if not self.shrink >= 0:
             raise ValueError(f"shrink must be >= 0, got {self.shrink!r}")
         if self.recency is not None and not self.recency > 0:
             raise ValueError(f"recency (a half-life in items) must be > 0 or None, got {self.recency!r}")
-        return self
 
 
-def _config(config: KNNConfig | None, kwargs: dict, default: KNNConfig) -> KNNConfig:
-    if config is not None and not isinstance(config, KNNConfig):
-        raise TypeError(f"config must be a KNNConfig, got {type(config).__name__}; or pass k=..., shrink=... directly")
-    unknown = set(kwargs) - set(KNNConfig.__dataclass_fields__)
-    if unknown:
-        raise TypeError(f"unknown option(s) {sorted(unknown)}; choose among {sorted(KNNConfig.__dataclass_fields__)}")
-    return replace(config or default, **kwargs).check()
+@dataclass
+class UserKNNConfig(KNNConfig):
+    """UserKNN's defaults: 30 neighbouring users (the fields are those of :class:`KNNConfig`)."""
+    k: int = 30
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -95,6 +98,41 @@ def cosine_similarity(A, B=None, shrink: float = 0.0) -> sp.csr_matrix:
         dots.data = np.where(denom > 0, dots.data / np.where(denom > 0, denom, 1.0), 0.0).astype(np.float32)
     dots.eliminate_zeros()
     return dots
+
+
+def nearest_items(vectors, items, k: int = 10, metric: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest items of each of ``items`` in an item-vector table ``(n_items + 1, d)``.
+
+    Returns ``(ids, similarities)``, both ``(len(items), k)``, best first; never the item
+    itself nor padding (row 0). ``metric``: ``"cosine"`` (default) or ``"dot"``. One matrix
+    product for all the query items.
+    """
+    V = torch.as_tensor(vectors).detach().float().cpu()
+    n = V.shape[0] - 1
+    items = np.atleast_1d(np.asarray(items, dtype=np.int64))
+    if len(items) and (items.min() < 1 or items.max() > n):
+        raise ValueError(f"items must be encoded IDs in 1..{n}, got {items.min()}..{items.max()}")
+    if not 1 <= k <= n - 1:
+        raise ValueError(f"k must be in 1..{n - 1} (the other items), got {k}")
+    if metric == "cosine":
+        V = V / V.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    elif metric != "dot":
+        raise ValueError("metric must be 'cosine' or 'dot'")
+    q = torch.as_tensor(items)
+    sims = V[q] @ V.T
+    sims[:, 0] = -torch.inf
+    sims[torch.arange(len(q)), q] = -torch.inf
+    top = torch.topk(sims, k, dim=1)
+    return top.indices.numpy(), top.values.numpy()
+
+
+def most_similar(vectors, item: int, k: int = 10, metric: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` items nearest to one ``item`` (see :func:`nearest_items`): ``(ids, similarities)``."""
+    n = torch.as_tensor(vectors).shape[0] - 1
+    if not 1 <= int(item) <= n:
+        raise ValueError(f"item must be an encoded ID in 1..{n}, got {item}")
+    ids, sims = nearest_items(vectors, [int(item)], min(k, n - 1), metric)
+    return ids[0], sims[0]
 
 
 def topk_prune(S, k: int) -> sp.csr_matrix:
@@ -199,8 +237,8 @@ class ItemKNN(_ItemNeighbourhood):
 
     name = "ItemKNN"
 
-    def __init__(self, config: KNNConfig | None = None, **kwargs):
-        self.config = _config(config, kwargs, KNNConfig(k=50, shrink=10.0))
+    def __init__(self, config: KNNConfig | None = None, **overrides):
+        self.config = configure(KNNConfig, config, overrides)
 
     def fit(self, split, **kwargs) -> "ItemKNN":
         self.n_items = split.n_items
@@ -217,8 +255,8 @@ class UserKNN(Recommender):
 
     name = "UserKNN"
 
-    def __init__(self, config: KNNConfig | None = None, **kwargs):
-        self.config = _config(config, kwargs, KNNConfig(k=30, shrink=10.0))
+    def __init__(self, config: KNNConfig | None = None, **overrides):
+        self.config = configure(UserKNNConfig, config, overrides)
 
     def fit(self, split, **kwargs) -> "UserKNN":
         self.n_items, self.n_users = split.n_items, split.n_users

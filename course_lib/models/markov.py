@@ -26,14 +26,13 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..seqdata import transitions
-from .base import Recommender
+from .base import Recommender, configure
 
 
 @dataclass
 class MarkovConfig:
     alpha: float = 1.0            # smoothing strength (pseudo-counts added to each row)
     prior: str = "popularity"     # "popularity" or "uniform"
-    max_len: int = 1              # the chain only ever looks at the last item
 
     def __post_init__(self):
         if self.alpha < 0:
@@ -69,9 +68,8 @@ class MarkovChain(Recommender):
 
     name = "Markov"
 
-    def __init__(self, n_items: int | None = None, config: MarkovConfig | None = None):
-        self.n_items = int(n_items or 0)
-        self.config = config or MarkovConfig()
+    def __init__(self, config: MarkovConfig | None = None, **overrides):
+        self.config = configure(MarkovConfig, config, overrides)
 
     def fit(self, split, **kwargs) -> "MarkovChain":
         """Count the transitions inside each user's training history (``split.training_histories()``)."""

@@ -5,8 +5,8 @@ import pytest
 
 from course_lib import prep
 from course_lib.demos.classic import build_widget, item_info, overlap, profile_table, search_items, side_by_side, top_k
+from course_lib.models.als import ALS
 from course_lib.models.knn import ItemKNN
-from course_lib.models.mf import ALS
 from course_lib.models.popularity import Popularity
 
 GENRES = ["Action", "Comedy", "Drama", "Horror"]

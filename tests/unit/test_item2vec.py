@@ -6,7 +6,7 @@ import torch
 
 from course_lib import metrics, prep
 from course_lib.models.item2vec import Item2Vec, sgns_loss, skipgram_pairs
-from course_lib.models.mf import most_similar
+from course_lib.models.knn import most_similar
 from course_lib.models.popularity import Popularity
 
 

@@ -138,7 +138,7 @@ def test_userknn_new_user_from_history():
 def test_bad_input_is_explained():
     with pytest.raises(ValueError, match="k"):
         ItemKNN(k=0)
-    with pytest.raises(TypeError, match="unknown option"):
+    with pytest.raises(TypeError, match="has no field 'neighbours'"):
         UserKNN(neighbours=5)
     with pytest.raises(RuntimeError, match="fit"):
         ItemKNN().score(np.array([1]), [np.array([1])])
@@ -146,6 +146,9 @@ def test_bad_input_is_explained():
     with pytest.raises(ValueError, match="histories"):
         UserKNN().fit(split).score(np.array([1, 2]), [np.array([1])])
     assert ItemKNN(KNNConfig(k=7)).config.k == 7
+    assert UserKNN().config.k == 30 and ItemKNN().config.k == 50
+    given = KNNConfig(k=7)
+    assert UserKNN(given, shrink=2.0).config == KNNConfig(k=7, shrink=2.0) and given.shrink == 10.0  # a copy
 
 
 def test_knn_beats_popularity_on_clustered_data():

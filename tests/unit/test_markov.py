@@ -65,3 +65,17 @@ def test_popularity_prior_and_evaluation():
         MarkovConfig(prior="zipf")
     with pytest.raises(ValueError, match="alpha"):
         MarkovConfig(alpha=-1)
+
+
+def test_constructor_takes_a_config_or_overrides():
+    split = tiny_split()
+    a = MarkovChain(alpha=0.5, prior="uniform").fit(split)
+    b = MarkovChain(MarkovConfig(alpha=0.5, prior="uniform")).fit(split)
+    np.testing.assert_array_equal(a.score(np.array([1]), [np.array([2])]), b.score(np.array([1]), [np.array([2])]))
+    given = MarkovConfig(alpha=2.0)
+    assert MarkovChain(given, prior="uniform").config == MarkovConfig(alpha=2.0, prior="uniform")
+    assert given.prior == "popularity"  # the caller's config is copied, never changed
+    with pytest.raises(TypeError, match="has no field 'max_len'"):
+        MarkovChain(max_len=3)
+    with pytest.raises(ValueError, match="alpha"):
+        MarkovChain(alpha=-1.0)

@@ -1,4 +1,5 @@
-"""Matrix factorization: explicit biased MF, BPR-MF, ALS, fold-in, the random rating split."""
+"""Matrix factorization: explicit biased MF, BPR-MF, ALS, fold-in (one signature for the three),
+the random rating split, nearest items in a factor space."""
 import dataclasses
 
 import numpy as np
@@ -7,9 +8,13 @@ import pytest
 import torch
 
 from course_lib import metrics, prep
-from course_lib.models.mf import (ALS, BPRMF, ExplicitMF, als_half_step, bpr_loss, fold_in, most_similar,
-                                  nearest_items, random_split)
+from course_lib.models.als import ALS, als_fold_in, als_half_step
+from course_lib.models.bpr import BPRMF, bpr_loss
+from course_lib.models.explicit_mf import ExplicitMF
+from course_lib.models.factors import UserFactors
+from course_lib.models.knn import most_similar, nearest_items
 from course_lib.models.popularity import Popularity
+from course_lib.prep import random_split
 
 
 def low_rank_ratings(n_users=120, n_items=80, k=3, density=0.3, noise=0.1, seed=0):
@@ -206,18 +211,18 @@ def test_als_fit_input_is_validated():
         ALS(alpha=-0.5, iterations=1, device="cpu").fit(split)
 
 
-def test_fold_in_is_the_user_half_step():
+def test_als_fold_in_is_the_user_half_step():
     rng = np.random.default_rng(1)
     Y = torch.tensor(rng.normal(size=(10, 3)))
     Y[0] = 0  # padding row
     items = np.array([2, 5, 7])
     R = np.zeros((1, 10))
     R[0, items] = 1
-    x = fold_in(Y, items, alpha=3.0, reg=0.7)
+    x = als_fold_in(Y, items, alpha=3.0, reg=0.7)
     np.testing.assert_allclose(x.numpy(), brute_half_step(R, Y.numpy(), 3.0, 0.7)[0], rtol=1e-8)
-    assert float(fold_in(Y, [], 3.0, 0.7).abs().sum()) == 0
+    assert float(als_fold_in(Y, [], 3.0, 0.7).abs().sum()) == 0
     with pytest.raises(ValueError, match="item IDs"):
-        fold_in(Y, [10], 1.0, 1.0)
+        als_fold_in(Y, [10], 1.0, 1.0)
 
 
 def test_als_loss_decreases_and_matches_brute_force():
@@ -244,7 +249,8 @@ def test_als_ranks_well_is_deterministic_and_folds_in():
     h = split.history("test")[4]
     s0 = m.score(np.array([0, 4]), [h, h])
     assert s0.shape == (2, split.n_items + 1)
-    np.testing.assert_allclose(s0[0].numpy(), (m.Y @ fold_in(m.Y, h, 2.0, 0.5)).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(s0[0].numpy(), (m.Y @ als_fold_in(m.Y, h, 2.0, 0.5)).numpy(), rtol=1e-5)
+    assert torch.equal(m.fold_in(h).vector, als_fold_in(m.Y, h, 2.0, 0.5))
     with pytest.raises(ValueError, match="histories"):
         m.score(np.array([1, 2]), [h])
     with pytest.raises(RuntimeError, match="fit"):
@@ -288,9 +294,9 @@ def test_bpr_fold_in_lowers_the_bpr_loss_of_the_new_user():
     split = prep.leave_one_out(clustered_interactions(n_users=80))
     m = BPRMF(factors=6, lr=0.05, epochs=10, batch_size=256, device="cpu").fit(split)
     h = split.history("test")[2]
-    p = m.fold_in(h)
-    assert torch.equal(p, m.fold_in(h)) and p.shape == (6,)
-    assert float(m.fold_in(np.array([], dtype=np.int64)).abs().sum()) == 0
+    b, p = m.fold_in(h)
+    assert b == 0.0 and torch.equal(p, m.fold_in(h).vector) and p.shape == (6,)
+    assert float(m.fold_in(np.array([], dtype=np.int64)).vector.abs().sum()) == 0
 
     def loss(vec):
         x = m.Q @ vec + m.b
@@ -298,3 +304,39 @@ def test_bpr_fold_in_lowers_the_bpr_loss_of_the_new_user():
         return float(torch.nn.functional.softplus(x[neg][None, :] - x[np.unique(h)][:, None]).mean())
 
     assert loss(p) < loss(torch.zeros(6)) - 0.1
+
+
+def test_bpr_on_epoch_is_called_after_every_epoch():
+    split = prep.leave_one_out(clustered_interactions(n_users=40))
+    calls = []
+    m = BPRMF(factors=4, epochs=3, batch_size=256, device="cpu").fit(
+        split, on_epoch=lambda model, epoch, loss: calls.append((model, epoch, loss)))
+    assert [c[1] for c in calls] == [1, 2, 3] and all(c[0] is m for c in calls)
+    assert [c[2] for c in calls] == m.history_["loss"]
+    plain = BPRMF(factors=4, epochs=3, batch_size=256, device="cpu").fit(split)
+    assert torch.equal(plain.Q, m.Q)  # a callback that only reads changes nothing
+
+
+def test_fold_in_has_one_signature_for_the_three_models():
+    """fold_in(items, ratings=None) -> UserFactors(bias, vector) everywhere; the implicit models
+    ignore the ratings (they train on 0/1 interactions), ExplicitMF regresses on them."""
+    ratings = random_split(low_rank_ratings(seed=2), test_frac=0.2, seed=2)
+    loo = prep.leave_one_out(clustered_interactions(n_users=40))
+    models = [ExplicitMF(factors=3, epochs=2, device="cpu").fit(ratings),
+              BPRMF(factors=3, epochs=2, batch_size=256, device="cpu").fit(loo),
+              ALS(factors=3, iterations=2, device="cpu").fit(loo)]
+    items = np.array([1, 3, 0, 4])  # 0: padding, dropped
+    for m in models:
+        out = m.fold_in(items)
+        assert isinstance(out, UserFactors) and isinstance(out.bias, float) and out.vector.shape == (3,)
+        with_ratings = m.fold_in(items, [5.0, 1.0, 3.0, 2.0])
+        if isinstance(m, ExplicitMF):
+            assert not torch.equal(with_ratings.vector, out.vector)
+        else:
+            assert with_ratings.bias == 0.0 and torch.equal(with_ratings.vector, out.vector)
+        with pytest.raises(ValueError, match="one rating per item"):
+            m.fold_in(items, [5.0])
+        with pytest.raises(ValueError, match="item IDs"):
+            m.fold_in([m.n_items + 1])
+        empty = m.fold_in([])
+        assert empty.bias == 0.0 and float(empty.vector.abs().sum()) == 0

@@ -93,6 +93,7 @@ class BERT4Rec(SASRec):
 
     name = "BERT4Rec"
     config_class = BERT4RecConfig
+    train_defaults = dict(epochs=80, patience=20, lr=2e-3, batch_size=64, schedule="constant", warmup=0.05)
 
     def __init__(self, n_items: int, config: BERT4RecConfig | None = None, **overrides):
         super().__init__(n_items, config, **overrides)

@@ -85,6 +85,7 @@ class GRU4Rec(NeuralRecommender):
 
     name = "GRU4Rec"
     config_class = GRU4RecConfig
+    train_defaults = dict(epochs=15, patience=3, lr=3e-3, batch_size=32)
 
     def __init__(self, n_items: int, config: GRU4RecConfig | None = None, **overrides):
         super().__init__()

@@ -31,6 +31,9 @@ class NeuralRecommender(nn.Module, Recommender):
     config = None  # a dataclass with at least ``max_len``: the trainer reads it
     config_class = None  # the dataclass of ``config``
     history_ = None  # the :class:`course_lib.train.History` of the last ``fit``
+    # The training options ``fit`` uses unless told otherwise (TrainConfig fields): each model's
+    # were chosen on the validation split of ml-100k (benchmarks/results/sequential*.md).
+    train_defaults: dict = {}
 
     def _configure(self, config, overrides: dict):
         """``config`` (default: ``config_class()``) with ``overrides``, checked to be a ``config_class``:
@@ -58,13 +61,19 @@ class NeuralRecommender(nn.Module, Recommender):
     def fit(self, split, **train_options) -> "NeuralRecommender":
         """Train on ``split`` with :func:`course_lib.train.train` (early stopping on validation NDCG@10).
 
-        ``train_options`` are :class:`course_lib.train.TrainConfig` fields (``epochs=20, lr=3e-3``).
-        The training history is kept in ``self.history_``; returns ``self`` like every ``fit``.
+        ``train_options`` are :class:`course_lib.train.TrainConfig` fields (``epochs=20, lr=3e-3``);
+        the model's ``train_defaults`` fill in the rest (see :meth:`training_options`). The
+        training history is kept in ``self.history_``; returns ``self`` like every ``fit``.
         """
         from ..train import train
 
-        self.history_ = train(self, split, **train_options)
+        self.history_ = train(self, split, **self.training_options(**train_options))
         return self
+
+    @classmethod
+    def training_options(cls, **overrides) -> dict:
+        """The model's ``train_defaults`` with ``overrides`` on top: what ``fit`` passes to the trainer."""
+        return {**cls.train_defaults, **overrides}
 
     def next_item_scores(self, histories: Sequence[np.ndarray]) -> torch.Tensor:  # pragma: no cover - overridden
         raise NotImplementedError(f"{type(self).__name__} does not implement next_item_scores()")

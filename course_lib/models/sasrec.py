@@ -204,6 +204,7 @@ class SASRec(NeuralRecommender):
     name = "SASRec"
     causal = True
     config_class = SASRecConfig
+    train_defaults = dict(epochs=50, patience=5, lr=1e-3, batch_size=128)
 
     def __init__(self, n_items: int, config: SASRecConfig | None = None, **overrides):
         super().__init__()

@@ -154,6 +154,17 @@ def test_session_parallel_needs_a_recurrent_model():
         SASRec(split.n_items, max_len=6, hidden=8).fit(split, batching="session_parallel", epochs=1)
 
 
+def test_fit_uses_the_models_training_defaults_under_the_callers_options(monkeypatch):
+    import course_lib.train as T
+
+    seen = {}
+    monkeypatch.setattr(T, "train", lambda model, split, **options: seen.update(options) or "history")
+    split = cyclic_split()
+    m = GRU4Rec(split.n_items, max_len=6, emb_dim=8, hidden=16).fit(split, lr=0.5, progress=False)
+    assert m.history_ == "history"
+    assert seen == {**GRU4Rec.train_defaults, "lr": 0.5, "progress": False}
+
+
 def test_fit_score_recommend_and_overrides():
     split = cyclic_split()
     a = GRU4Rec(split.n_items, max_len=6, emb_dim=8, hidden=16, dropout=0.0)

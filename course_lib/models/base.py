@@ -24,9 +24,13 @@ import torch
 def configure(config_cls, config=None, overrides: dict | None = None):
     """A copy of ``config`` (default: ``config_cls()``) with ``overrides`` applied.
 
-    The caller's config object is never modified; an unknown field raises a TypeError that
-    lists the valid ones.
+    The caller's config object is never modified; a config of another class, or an unknown
+    field, raises a TypeError that says what was expected. Every model of the course builds
+    its config here: ``Model(config)``, ``Model(field=value)`` and both together work alike.
     """
+    if config is not None and not isinstance(config, config_cls):
+        raise TypeError(f"expected a {config_cls.__name__} (or keyword overrides of its fields), "
+                        f"got {type(config).__name__}")
     cfg = dataclasses.replace(config) if config is not None else config_cls()
     names = [f.name for f in dataclasses.fields(cfg)]
     unknown = sorted(set(overrides or {}) - set(names))

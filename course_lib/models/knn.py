@@ -256,7 +256,7 @@ class UserKNN(Recommender):
     name = "UserKNN"
 
     def __init__(self, config: KNNConfig | None = None, **overrides):
-        self.config = configure(UserKNNConfig, config, overrides)
+        self.config = configure(KNNConfig, config if config is not None else UserKNNConfig(), overrides)
 
     def fit(self, split, **kwargs) -> "UserKNN":
         self.n_items, self.n_users = split.n_items, split.n_users

@@ -36,10 +36,8 @@ class NeuralRecommender(nn.Module, Recommender):
     train_defaults: dict = {}
 
     def _configure(self, config, overrides: dict):
-        """``config`` (default: ``config_class()``) with ``overrides``, checked to be a ``config_class``:
+        """``config`` (default: ``config_class()``) with ``overrides`` (:func:`~course_lib.models.base.configure`):
         ``SASRec(n, hidden=128)`` and ``SASRec(n, SASRecConfig(hidden=128))`` build the same model."""
-        if config is not None and not isinstance(config, self.config_class):
-            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
         return configure(self.config_class, config, overrides)
 
     @property

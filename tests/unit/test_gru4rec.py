@@ -173,7 +173,7 @@ def test_fit_score_recommend_and_overrides():
     assert a.fit(split, epochs=2, batch_size=8, progress=False) is a and a.history_.epochs == 2
     recs = a.recommend([1, 2], [np.array([1, 2]), np.array([3])], k=3)
     assert recs.shape == (2, 3) and not a.training
-    with pytest.raises(TypeError, match="GRU4RecConfig"):
+    with pytest.raises(TypeError, match="expected a GRU4RecConfig"):
         GRU4Rec(split.n_items, config=object())
     with pytest.raises(TypeError, match="no field"):
         GRU4Rec(split.n_items, hiden=16)

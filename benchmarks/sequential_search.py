@@ -123,15 +123,24 @@ def main(argv=None) -> int:
     p.add_argument("--max-seconds", type=float, default=300.0, help="training-time budget per seed")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None)
+    p.add_argument("--resume", action="store_true",
+                   help="keep the runs already in the CSV (same trial and seed) instead of training them again")
     a = p.parse_args(argv)
     out = Path(a.out) if a.out else ROOT / "benchmarks" / "results" / f"sequential_search_{a.model}"
     out.parent.mkdir(parents=True, exist_ok=True)
 
     cands = sample(SPACES[a.model], a.trials, a.search_seed)
     rows = []
+    if a.resume and out.with_suffix(".csv").exists():
+        rows = [r for r in pd.read_csv(out.with_suffix(".csv")).to_dict("records") if r["trial"] < len(cands)]
+        print(f"resuming: {len(rows)} runs read from {out.with_suffix('.csv')}")
     t0 = time.perf_counter()
 
     def record(i, cand, seed, stage):
+        done = [r for r in rows if r["trial"] == i and r["seed"] == seed]
+        if done:
+            assert done[0]["config"] == _label(cand), "the CSV holds another search: drop --resume or --out elsewhere"
+            return
         r = run_trial(a.model, cand, seed, a.threads)
         r.update(trial=i, stage=stage, config=_label(cand))
         rows.append(r)
@@ -142,7 +151,7 @@ def main(argv=None) -> int:
 
     for i, cand in enumerate(cands):
         record(i, cand, 0, 1)
-    stage1 = pd.DataFrame(rows)
+    stage1 = pd.DataFrame([r for r in rows if r["stage"] == 1])
     top = stage1.sort_values("valid_NDCG@10", ascending=False).trial.head(a.top).tolist()
     for i in top:
         for s in range(1, 1 + a.confirm_seeds):

@@ -30,7 +30,7 @@ uses is an allowed helper (``prep.pad_sequences`` in notebook 07, ``lab.cloze_ma
 09's ``train_epoch``) and never flagged.
 
 Targets are strings: ``"course_lib.models.markov:transition_counts"`` (module, then qualified
-name), ``"course_lib.prep"`` (a module), ``"nb:fit_lab_model"`` (a function defined in one of the
+name), ``"course_lib.prep"`` (a module), ``"nb:<name>"`` (a function defined in one of the
 notebook's own cells).
 """
 from __future__ import annotations
@@ -58,12 +58,14 @@ EXTRA_REFERENCES: dict[str, dict[str, list[str]]] = {
                             "course_lib.models.bert4rec:BERT4Rec._padded", "course_lib.models.sasrec:SASRec._padded"],
     },
     "09_lab": {
-        "ex_embed": ["course_lib.evaluation_lab:embed_sequence"],
+        "ex_embed": ["course_lib.exercises.lab09:embed_sequence"],
         "ex_mask_bidir": ["course_lib.models.sasrec:padding_attention_mask"],
         "ex_block": ["course_lib.models.sasrec:TransformerBlock", "course_lib.models.sasrec:TransformerBlock.forward"],
-        "ex_train": ["course_lib.evaluation_lab:train_masked_epoch"],
-        "ex_ndcg": ["course_lib.evaluation_lab:ndcg_from_scores"],
-        "ex_together": ["nb:fit_lab_model", "nb:fit_best"],
+        "ex_train": ["course_lib.exercises.lab09:train_masked_epoch"],
+        "ex_ndcg": ["course_lib.exercises.lab09:ndcg_from_scores"],
+        # build_and_train must train with the student's own train_epoch: the reference epoch and the
+        # library's trainer (which trains LabBERT4Rec, and so MyBERT4Rec, through its loss) would skip it
+        "ex_together": ["course_lib.exercises.lab09:train_masked_epoch", "course_lib.train:train"],
     },
 }
 
@@ -76,7 +78,7 @@ ALLOWED_HELPERS: dict[str, dict[str, list[str]]] = {
     },
     "09_lab": {
         # step 3 of the exercise: the masked loss; the reference of train_epoch is train_masked_epoch
-        "ex_train": ["course_lib.evaluation_lab:masked_cross_entropy"],
+        "ex_train": ["course_lib.exercises.lab09:masked_cross_entropy"],
     },
 }
 
@@ -313,7 +315,7 @@ def is_course(target: str) -> bool:
 
 
 def show(target: str) -> str:
-    """``course_lib.models.markov.transition_counts`` (or the notebook's ``fit_lab_model``)."""
+    """``course_lib.models.markov.transition_counts`` (or ``<name> (defined in the notebook)`` for ``nb:<name>``)."""
     if target.startswith("nb:"):
         return f"{target[3:]} (defined in the notebook)"
     return target.replace(":", ".")

@@ -185,10 +185,33 @@ def test_09_cloze_mask_is_allowed_in_train_epoch_but_not_in_cloze_mask():
     if not {"ex_cloze", "ex_train"} <= set(a.exercises.forbidden):
         pytest.skip("09's exercises changed")
     ex = a.exercises
-    assert ex.forbids("ex_cloze", "course_lib.evaluation_lab:cloze_mask")
-    assert not ex.forbids("ex_train", "course_lib.evaluation_lab:cloze_mask")
-    assert ex.forbids("ex_train", "course_lib.evaluation_lab:train_masked_epoch")
-    assert not ex.forbids("ex_together", "course_lib.evaluation_lab:train_masked_epoch")
+    assert ex.forbids("ex_cloze", "course_lib.exercises.lab09:cloze_mask")
+    assert not ex.forbids("ex_train", "course_lib.exercises.lab09:cloze_mask")
+    assert not ex.forbids("ex_train", "course_lib.exercises.lab09:masked_cross_entropy")
+    assert ex.forbids("ex_train", "course_lib.exercises.lab09:train_masked_epoch")
+
+
+def test_09_build_and_train_must_use_the_students_own_train_epoch():
+    """Exercise 6 trains with the student's train_epoch: the reference epoch and the library's trainer
+    (which trains LabBERT4Rec, and so MyBERT4Rec, through the notebook's Cloze loss) are flagged there."""
+    a = load("09_lab")
+    if "ex_together" not in a.exercises.forbidden:
+        pytest.skip("09's exercises changed")
+    ex = a.exercises
+    assert ex.forbids("ex_together", "course_lib.exercises.lab09:train_masked_epoch")
+    assert ex.forbids("ex_together", "course_lib.train:train")
+    assert not ex.forbids("ex_train", "course_lib.train:train")
+    head = ("class MyBERT4Rec(LabBERT4Rec):\n    def __init__(self, n_items):\n        super().__init__(n_items)\n\n"
+            "def build_and_train(split, epochs=20, seed=0):\n    model = MyBERT4Rec(split.n_items)\n")
+    cheats = [head + "    from course_lib.train import train\n    train(model, split, epochs=epochs, seed=seed)\n"
+                     "    return model.eval()",
+              head + "    from course_lib.exercises import lab09\n"
+                     "    data = torch.from_numpy(prep.pad_sequences(split.training_histories()[1:], 20))\n"
+                     "    opt = torch.optim.AdamW(model.parameters(), lr=5e-3)\n"
+                     "    for _ in range(epochs):\n        lab09.train_masked_epoch(model, data, opt, 64, 0.3)\n"
+                     "    return model.eval()"]
+    for cheat in cheats:
+        assert flags_of("09_lab", cheat, "ex_together"), cheat
 
 
 @pytest.mark.parametrize("name", asg.discover())

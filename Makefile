@@ -16,7 +16,7 @@ JOBS ?= 2
 export PATH := $(BIN):$(PATH)
 export MPLBACKEND := Agg
 
-.PHONY: setup llm data browser-deps test test-unit test-notebooks test-grading test-browser course lab release check-release bench clean
+.PHONY: setup llm data browser-deps test test-unit test-notebooks test-grading test-browser course lab release check-release bench clean recbole
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,33 @@ bench: setup
 	$(BIN)/python benchmarks/classic.py
 	$(BIN)/python benchmarks/sequential.py
 	$(BIN)/python benchmarks/llm_encoders.py
+
+# RecBole 1.2.1, for `python benchmarks/sequential.py --compare-recbole`, in its own environment
+# (.venv-recbole; the course's .venv never imports it). RecBole itself with --no-deps: of its declared
+# dependencies, training and testing GRU4Rec, SASRec and BERT4Rec imports only numpy, scipy, pandas, tqdm,
+# colorlog, colorama, scikit-learn, pyyaml, texttable and tensorboard (torch.utils.tensorboard, imported by
+# recbole.utils); thop, tabulate, plotly, psutil and ray serve its FLOPs count, hyper-parameter search,
+# environment table and quick_start module (which imports ray), none of which the comparison calls.
+# numpy < 2: RecBole's Config aliases np.float_, np.complex_ and np.unicode_, gone in numpy 2.
+# The rest are what those import in turn (pandas: python-dateutil, six, pytz, tzdata; scikit-learn:
+# joblib, threadpoolctl; tensorboard's event writer: protobuf, absl-py). All pinned, all --no-deps.
+RECBOLE_VENV := .venv-recbole
+RECBOLE_PY ?= python3.11
+RECBOLE_DEPS := numpy==1.26.4 scipy==1.13.1 pandas==2.2.3 python-dateutil==2.9.0.post0 six==1.17.0 \
+	pytz==2025.2 tzdata==2025.2 tqdm==4.67.1 colorlog==4.7.2 colorama==0.4.4 scikit-learn==1.5.2 \
+	joblib==1.4.2 threadpoolctl==3.5.0 pyyaml==6.0.2 texttable==1.7.0 tensorboard==2.18.0 \
+	protobuf==5.29.3 absl-py==2.1.0
+
+$(RECBOLE_VENV)/.installed:
+	$(RECBOLE_PY) -m venv $(RECBOLE_VENV)
+	$(RECBOLE_VENV)/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(RECBOLE_VENV)/bin/python -m pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
+	$(RECBOLE_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps $(RECBOLE_DEPS)
+	$(RECBOLE_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps recbole==1.2.1
+	$(RECBOLE_VENV)/bin/python benchmarks/recbole_run.py --check
+	touch $@
+
+recbole: $(RECBOLE_VENV)/.installed
 
 clean:
 	rm -rf build reports .pytest_cache

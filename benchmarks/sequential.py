@@ -15,18 +15,27 @@ Two tables, printed as markdown and written to ``benchmarks/results/sequential.m
     python benchmarks/sequential.py                    # both tables, 3 seeds
     python benchmarks/sequential.py --quick            # 1 seed, few epochs: a smoke test
     python benchmarks/sequential.py --models sasrec,bert4rec --table speed --device cuda --amp
+    python benchmarks/sequential.py --compare-recbole  # the course's models beside RecBole's (make recbole)
+
+``--compare-recbole`` writes a third table, ``benchmarks/results/sequential_recbole.md``
+(+ ``.json``): GRU4Rec, SASRec and BERT4Rec of the course and of RecBole 1.2.1 (run in
+its own environment, ``.venv-recbole``, by ``benchmarks/recbole_run.py``) on exactly the
+same leave-one-out split of ml-100k, checked user by user.
 
 Not run by the test suite. Timings depend on the machine and on whatever else runs on it.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import multiprocessing as mp
 import os
 import platform
 import resource
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -226,6 +235,246 @@ def speed_table(models, device, amp, batches, batch_size, threads, progress=True
     return pd.DataFrame(rows)
 
 
+# ----------------------------------------------------------------------------- comparison with RecBole
+
+RECBOLE_NAMES = {"gru4rec": "GRU4Rec", "sasrec": "SASRec", "bert4rec": "BERT4Rec"}
+RECBOLE_PYTHON = ROOT / ".venv-recbole" / "bin" / "python"
+RECBOLE_RUN = ROOT / "benchmarks" / "recbole_run.py"
+RECBOLE_HEADER = ("user_id:token", "item_id:token", "rating:float", "timestamp:float")
+
+
+def course_time_order(split) -> pd.DataFrame:
+    """All interactions of a leave-one-out ``split`` in the course's time order: user by user,
+    training items in the order the split keeps them, then the validation item, then the test
+    item. Returns a frame with the course's ``user``, ``item`` and ``rating`` and ``position``:
+    the row's place in that order (0, 1, 2, ...), a tie-free time stamp for RecBole."""
+    frames = (split.train, split.valid, split.test)
+    parts = [f[["user", "item"]].assign(rating=f["rating"] if "rating" in f.columns else 1.0, _stage=k)
+             for k, f in enumerate(frames)]
+    df = pd.concat(parts, ignore_index=True)
+    # stable: within a user, training rows keep their (time) order, validation and test come last
+    df = df.sort_values(["user", "_stage"], kind="mergesort").drop(columns="_stage").reset_index(drop=True)
+    df["position"] = np.arange(len(df), dtype=np.int64)
+    return df
+
+
+def export_recbole_atomic(split, folder) -> Path:
+    """Write ``split`` as RecBole's atomic file ``folder/ml-100k/ml-100k.inter``: tab separated,
+    a typed header (``user_id:token``, ``item_id:token``, ``rating:float``, ``timestamp:float``),
+    raw user and item IDs as tokens and, as time stamp, each interaction's position in the
+    course's time order (``course_time_order``), so RecBole's sort by time cannot order ties
+    differently from the course's split. Returns the file's path."""
+    df = course_time_order(split)
+    out = pd.DataFrame({RECBOLE_HEADER[0]: split.user_map.decode(df["user"].to_numpy()),
+                        RECBOLE_HEADER[1]: split.item_map.decode(df["item"].to_numpy()),
+                        RECBOLE_HEADER[2]: df["rating"].astype(float).to_numpy(),
+                        RECBOLE_HEADER[3]: df["position"].to_numpy()})
+    path = Path(folder) / "ml-100k" / "ml-100k.inter"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out.to_csv(path, sep="\t", index=False, lineterminator="\n")
+    return path
+
+
+def course_test_items(split) -> dict[str, str]:
+    """The course's test item of every user, as raw tokens: ``{user token: item token}``."""
+    users = split.user_map.decode(split.test["user"].to_numpy())
+    items = split.item_map.decode(split.test["item"].to_numpy())
+    return {str(u): str(i) for u, i in zip(users.tolist(), items.tolist())}
+
+
+def test_item_mismatches(course: dict[str, str], recbole: dict[str, str]) -> list[tuple[str, str | None, str | None]]:
+    """Users whose test item differs between the course's split and RecBole's (or who are
+    missing from one of them). Returns ``[(user, course item, RecBole item)]``, ``None`` for a
+    missing side; empty when both splits hold out the same item for every user."""
+    return [(u, course.get(u), recbole.get(u)) for u in sorted(set(course) | set(recbole), key=str)
+            if course.get(u) != recbole.get(u)]
+
+
+def recbole_problem(python) -> str | None:
+    """Why ``python`` cannot run RecBole (missing, or ``recbole_run.py --check`` fails), or ``None``
+    when it can."""
+    python = Path(python)
+    if not python.exists():
+        return f"{python} does not exist"
+    try:
+        res = subprocess.run([str(python), str(RECBOLE_RUN), "--check"], capture_output=True, text=True,
+                             timeout=600, env=_recbole_env(1))
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{python} could not be run: {exc}"
+    if res.returncode != 0:
+        tail = (res.stdout + res.stderr).strip().splitlines()[-3:]
+        return f"{python} cannot import RecBole: " + " / ".join(tail)
+    return None
+
+
+def recbole_install_message(python, problem: str) -> str:
+    """What to print when RecBole is not available: the problem and how to install it."""
+    return (f"RecBole is not available: {problem}.\n"
+            "Install RecBole 1.2.1 in its own environment (.venv-recbole) with:\n\n"
+            "    make recbole\n\n"
+            "then run this command again (or point --recbole-python at a Python with recbole==1.2.1).")
+
+
+def _recbole_env(threads: int) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONHASHSEED="0")
+    return env
+
+
+def run_recbole(python, data_dir, model: str, seed: int, epochs: int, patience: int, out: Path, threads: int) -> dict:
+    """One RecBole run (``benchmarks/recbole_run.py`` in RecBole's Python, OMP_NUM_THREADS=threads).
+    ``patience`` counts validations without improvement, as the course's trainer does
+    (RecBole's ``stopping_step`` is one less). Returns the run's JSON report; raises with the
+    run's output if it fails."""
+    cmd = [str(python), str(RECBOLE_RUN), str(data_dir), RECBOLE_NAMES[model], "--seed", str(seed),
+           "--epochs", str(epochs), "--stopping-step", str(max(patience - 1, 0)), "--threads", str(threads),
+           "--out", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=_recbole_env(threads))
+    if res.returncode != 0:
+        tail = "\n".join((res.stdout + res.stderr).strip().splitlines()[-30:])
+        raise RuntimeError(f"RecBole run failed ({' '.join(cmd)}), exit {res.returncode}:\n{tail}")
+    return json.loads(Path(out).read_text(encoding="utf-8"))
+
+
+def _mean_std(values, fmt="{:.4f}") -> str:
+    values = np.asarray(values, dtype=float)
+    sd = values.std(ddof=1) if len(values) > 1 else 0.0
+    return f"{fmt.format(values.mean())} ± {fmt.format(sd)}"
+
+
+def course_hyperparameters(model: str) -> str:
+    """The course model's configuration and the trainer's defaults, as ``key=value`` text."""
+    from dataclasses import asdict
+
+    from course_lib.train import TrainConfig
+
+    cfg = asdict(build_model(model, 10, 50).config)
+    t = TrainConfig()
+    cfg.update(optimizer="AdamW", lr=t.lr, batch_size=t.batch_size, weight_decay=t.weight_decay,
+               grad_clip=t.grad_clip, batching=t.batching)
+    return ", ".join(f"{k}={v}" for k, v in cfg.items())
+
+
+def recbole_hyperparameters(run: dict) -> str:
+    """The RecBole model's published hyper-parameters (its ``properties/model/<Model>.yaml``) and
+    the training settings, with the values the run used, as ``key=value`` text."""
+    cfg = run["config"]
+    keys = list(run["published_files"].get(f"properties/model/{run['model']}.yaml", {}))
+    keys += ["MAX_ITEM_LIST_LENGTH", "learner", "learning_rate", "train_batch_size", "weight_decay", "clip_grad_norm"]
+    return ", ".join(f"{k}={cfg.get(k)}" for k in dict.fromkeys(keys))
+
+
+def compare_recbole(a, models: list[str], patience_for: dict, argv) -> int:
+    """The ``--compare-recbole`` mode: RecBole's and the course's GRU4Rec, SASRec and BERT4Rec on the
+    same split. Returns the exit code (2: RecBole not installed, 1: the splits differ)."""
+    python = Path(a.recbole_python)
+    problem = recbole_problem(python)
+    if problem:
+        print(recbole_install_message(python, problem), file=sys.stderr)
+        return 2
+    from course_lib import data, prep
+
+    models = [m for m in models if m in NEURAL]
+    if not models:
+        print(f"--compare-recbole compares {sorted(NEURAL)}; none of them is in --models", file=sys.stderr)
+        return 2
+    seeds = list(range(a.seeds))
+    threads = a.threads or 1
+    device = "cpu" if a.device == "auto" else a.device
+    out_md = Path(a.recbole_out)
+    out_json = out_md.with_suffix(".json")
+    t_start = time.perf_counter()
+
+    split = prep.leave_one_out(data.load_interactions("ml-100k"))
+    course_items = course_test_items(split)
+    work = Path(tempfile.mkdtemp(prefix="recbole-compare-"))
+    inter = export_recbole_atomic(split, work / "data")
+    print(f"exported {split} to {inter} (RecBole's runs and logs go beside it)")
+    print(f"RecBole ({python}): {len(models)} models x {len(seeds)} seeds (epochs <= {a.epochs}, "
+          f"patience {a.patience}), {threads} thread(s)")
+    rb_runs, mismatches = [], []
+    for m in models:
+        for s in seeds:
+            rep = run_recbole(python, work / "data", m, s, a.epochs, patience_for.get(m, a.patience),
+                              work / f"{m}-{s}.json", threads)
+            bad = test_item_mismatches(course_items, rep.pop("test items"))
+            rep.update(course_model=m, test_item_mismatches=len(bad))
+            rb_runs.append(rep)
+            print(f"  RecBole {RECBOLE_NAMES[m]:<8} seed {s}: NDCG@10 {rep['test, seen items excluded']['NDCG@10']:.4f} "
+                  f"(RecBole's protocol {rep['test']['NDCG@10']:.4f}), best epoch {rep['best epoch']} of "
+                  f"{rep['epochs run']}, {rep['train s']:.0f} s; test items differing from the course's: {len(bad)}",
+                  flush=True)
+            if bad:
+                mismatches = bad
+                break
+        if mismatches:
+            break
+    n_bad = sum(r["test_item_mismatches"] for r in rb_runs)
+    raw = {"command": f"python benchmarks/sequential.py {' '.join(argv if argv is not None else sys.argv[1:])}",
+           "machine": machine(), "split": repr(split), "exported file": str(inter),
+           "test item mismatches": n_bad, "recbole runs": rb_runs}
+    out_md.parent.mkdir(parents=True, exist_ok=True)
+    if mismatches:
+        raw["mismatch examples (user, course item, RecBole item)"] = mismatches[:20]
+        out_json.write_text(json.dumps(raw, indent=1), encoding="utf-8")
+        print(f"FAILED: RecBole's split holds out a different test item than the course's for {len(mismatches)} "
+              f"user(s), e.g. {mismatches[:5]}; the comparison would not be on the same split. Runs so far: "
+              f"{out_json}", file=sys.stderr)
+        return 1
+
+    print(f"course: {len(models)} models x {len(seeds)} seeds on {device}")
+    _, course_raw = quality_table(models, seeds, a.epochs, a.patience, device, a.amp, threads, patience_for=patience_for)
+    raw["course runs"] = course_raw.to_dict(orient="records")
+
+    rows = []
+    for m in models:
+        c = course_raw[course_raw.model == m]
+        r = [x for x in rb_runs if x["course_model"] == m]
+        rows.append({"model": LABELS[m], "implementation": "course",
+                     "NDCG@10": _mean_std(c["NDCG@10"]), "HR@10": _mean_std(c["HR@10"]),
+                     "NDCG@10 / HR@10, seen items kept": "-",
+                     "best epoch / epochs run": f"{c['best epoch'].mean():.1f} / {c['epochs run'].mean():.1f}",
+                     "train s": _mean_std(c["train s"], "{:.1f}"), "hyper-parameters": course_hyperparameters(m)})
+        rows.append({"model": LABELS[m], "implementation": "RecBole 1.2.1",
+                     "NDCG@10": _mean_std([x["test, seen items excluded"]["NDCG@10"] for x in r]),
+                     "HR@10": _mean_std([x["test, seen items excluded"]["HR@10"] for x in r]),
+                     "NDCG@10 / HR@10, seen items kept": f"{np.mean([x['test']['NDCG@10'] for x in r]):.4f} / "
+                                                          f"{np.mean([x['test']['HR@10'] for x in r]):.4f}",
+                     "best epoch / epochs run": f"{np.mean([x['best epoch'] for x in r]):.1f} / "
+                                                f"{np.mean([x['epochs run'] for x in r]):.1f}",
+                     "train s": _mean_std([x["train s"] for x in r], "{:.1f}"),
+                     "hyper-parameters": recbole_hyperparameters(r[0])})
+    table = pd.DataFrame(rows)
+    pat = f"patience {a.patience}" + "".join(f", {LABELS[k]} {v}" for k, v in patience_for.items())
+    text = "\n".join([
+        "# Sequential recommenders: the course beside RecBole 1.2.1\n",
+        f"Machine: {machine()}.  ",
+        f"Command: `{raw['command']}`\n",
+        f"Both sides train and test on the same split of MovieLens-100k: the course's leave-one-out by time "
+        f"(`prep.leave_one_out`: {split.n_users:,} users, {split.n_items:,} items), exported as RecBole's atomic file "
+        "with each interaction's position in the course's time order as its time stamp, and read by RecBole with "
+        "`eval_args: {split: {LS: valid_and_test}, order: TO, mode: full, group_by: user}`. RecBole's test item "
+        f"equals the course's for every user in every run: **{n_bad} mismatches**.\n",
+        f"NDCG@10 / HR@10: full ranking with each user's earlier items removed from the candidates (the course's "
+        f"protocol; for RecBole recomputed from its best checkpoint); RecBole's own evaluation of sequential models "
+        f"keeps seen items as candidates, shown in its own column. Early stopping on validation NDCG@10 ({pat} "
+        f"validations without improvement, RecBole's `stopping_step` one less), at most {a.epochs} epochs; "
+        f"mean ± std over {len(seeds)} seed(s) ({', '.join(map(str, seeds))}), {threads} CPU thread(s) each, "
+        f"course on {device}, RecBole on cpu. Each side keeps its own published hyper-parameters (RecBole: "
+        "`properties/model/<Model>.yaml` and `overall.yaml` of the installed package; the course: the model's "
+        "config and `TrainConfig` defaults). RecBole trains on every prefix of each training history, one target "
+        "per row (`MAX_ITEM_LIST_LENGTH` 50); the course on one row per user per epoch, the user's last 51 "
+        "training items (`train.training_sequences`). Train s: training including the per-epoch validation.\n",
+        _md(table), "",
+        f"Total wall time: {time.perf_counter() - t_start:.0f} s.\n"])
+    raw["table"] = table.to_dict(orient="records")
+    out_json.write_text(json.dumps(raw, indent=1, default=str), encoding="utf-8")
+    out_md.write_text(text, encoding="utf-8")
+    print("\n" + text)
+    print(f"written to {out_md} (+ {out_json.name}); RecBole's runs and logs: {work}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -263,6 +512,12 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sequential.md"))
+    p.add_argument("--compare-recbole", action="store_true",
+                   help="instead of the tables: the neural models beside RecBole 1.2.1's on the same split "
+                        "(needs make recbole); 1 CPU thread per run unless --threads, course on the CPU unless --device")
+    p.add_argument("--recbole-python", default=str(RECBOLE_PYTHON), help="Python of RecBole's environment")
+    p.add_argument("--recbole-out", default=str(ROOT / "benchmarks" / "results" / "sequential_recbole.md"),
+                   help="markdown table of --compare-recbole (raw runs beside it, .json)")
     a = p.parse_args(argv)
     models = [m.strip().lower() for m in a.models.split(",") if m.strip()]
     bad = [m for m in models if m not in ALL_MODELS]
@@ -280,6 +535,8 @@ def main(argv=None) -> int:
         p.error("--patience-for takes MODEL=N, e.g. bert4rec=15")
     if set(patience_for) - set(ALL_MODELS):
         p.error(f"--patience-for: unknown model(s) {sorted(set(patience_for) - set(ALL_MODELS))}")
+    if a.compare_recbole:
+        return compare_recbole(a, models, patience_for, argv)
 
     out = [f"# Sequential recommenders benchmark\n",
            f"Machine: {machine()}.  ",

@@ -94,21 +94,22 @@ def _quality_run(args: dict) -> dict:
     device = cl.get_device(args["device"]) if args["model"] in NEURAL else None
     if device is not None and device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    # every model answers fit(split, **options); neural ones fill in their own train_defaults (the classic ones
+    # have no training options and ignore them)
+    options = {k: args[k] for k in ("epochs", "patience") if args.get(k) is not None}
     t0 = time.perf_counter()
-    if args["model"] in NEURAL:
-        hist = train.train(model, split, epochs=args["epochs"], patience=args["patience"], device=args["device"],
-                           amp=args["amp"], seed=args["seed"], progress=False)
-        best_epoch, epochs_run = hist.best_epoch, hist.epochs
-        seconds = hist.seconds
-    else:
-        model.fit(split)
-        best_epoch, epochs_run, seconds = 0, 0, time.perf_counter() - t0
+    model.fit(split, device=args["device"], amp=args["amp"], seed=args["seed"], progress=False, **options)
+    seconds = time.perf_counter() - t0
+    hist = getattr(model, "history_", None)
+    best_epoch, epochs_run = (hist.best_epoch, hist.epochs) if hist is not None else (0, 0)
+    training = model.training_options(**options) if hasattr(model, "training_options") else {}
     full = metrics.evaluate(model, split, ks=(10,))
     sampled = metrics.evaluate(model, split, ks=(10,), sampled=100, sampler="uniform", seed=args["seed"])
     return {"model": args["model"], "seed": args["seed"], "HR@10": full["HR@10"], "NDCG@10": full["NDCG@10"],
             "sampled HR@10": sampled["HR@10"], "sampled NDCG@10": sampled["NDCG@10"],
             "best epoch": best_epoch, "epochs run": epochs_run, "train s": seconds, "peak MB": _peak_mb(device),
-            "device": str(device or "cpu")}
+            "device": str(device or "cpu"),
+            "training": ", ".join(f"{k} {v}" for k, v in training.items()) or "-"}
 
 
 def quality_table(models, seeds, epochs, patience, device, amp, threads, progress=True,
@@ -138,7 +139,8 @@ def quality_table(models, seeds, epochs, patience, device, amp, threads, progres
         rows.append({"model": LABELS[m], "HR@10": ms("HR@10"), "NDCG@10": ms("NDCG@10"),
                      "sampled HR@10": ms("sampled HR@10"), "sampled NDCG@10": ms("sampled NDCG@10"),
                      "epochs to best": ms("best epoch", "{:.1f}") if m in NEURAL else "-",
-                     "train s": ms("train s", "{:.1f}"), "peak MB": f"{g['peak MB'].max():.0f}"})
+                     "train s": ms("train s", "{:.1f}"), "peak MB": f"{g['peak MB'].max():.0f}",
+                     "training (fit's options)": g["training"].iloc[0]})
     return pd.DataFrame(rows), raw
 
 
@@ -502,8 +504,9 @@ def main(argv=None) -> int:
     p.add_argument("--table", default="quality,speed", help="quality, speed or both")
     p.add_argument("--quick", action="store_true", help="1 seed, at most 6 epochs, 2 timed batches")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--epochs", type=int, default=100, help="cap per neural model (early stopping decides)")
-    p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="cap per neural model (default: each model's own, from its train_defaults)")
+    p.add_argument("--patience", type=int, default=None, help="default: each model's own (train_defaults)")
     p.add_argument("--patience-for", action="append", default=[], metavar="MODEL=N",
                    help="a model's own patience, e.g. bert4rec=15 (BERT4Rec plateaus early, then improves)")
     p.add_argument("--device", default="auto")
@@ -527,7 +530,7 @@ def main(argv=None) -> int:
     if not tables <= {"quality", "speed"}:
         p.error("--table takes quality, speed or quality,speed")
     if a.quick:
-        a.seeds, a.epochs, a.patience, a.speed_batches = 1, min(a.epochs, 6), min(a.patience, 2), min(a.speed_batches, 2)
+        a.seeds, a.epochs, a.patience, a.speed_batches = 1, min(a.epochs or 6, 6), min(a.patience or 2, 2), min(a.speed_batches, 2)
     threads = a.threads or os.cpu_count() or 1
     try:
         patience_for = {k.strip().lower(): int(v) for k, v in (x.split("=", 1) for x in a.patience_for)}
@@ -535,7 +538,8 @@ def main(argv=None) -> int:
         p.error("--patience-for takes MODEL=N, e.g. bert4rec=15")
     if set(patience_for) - set(ALL_MODELS):
         p.error(f"--patience-for: unknown model(s) {sorted(set(patience_for) - set(ALL_MODELS))}")
-    if a.compare_recbole:
+    if a.compare_recbole:  # both sides get the same budget: one cap and one patience for every model
+        a.epochs, a.patience = a.epochs or 50, a.patience or 5
         return compare_recbole(a, models, patience_for, argv)
 
     out = [f"# Sequential recommenders benchmark\n",
@@ -543,14 +547,18 @@ def main(argv=None) -> int:
            f"Command: `python benchmarks/sequential.py {' '.join(argv if argv is not None else sys.argv[1:])}`\n"]
     t_start = time.perf_counter()
     if "quality" in tables:
-        print(f"quality on ml-100k: {len(models)} models x {a.seeds} seeds (epochs <= {a.epochs}, patience {a.patience})")
+        print(f"quality on ml-100k: {len(models)} models x {a.seeds} seeds (epochs, patience: "
+              f"{'each model' + chr(39) + 's own' if a.epochs is None else (a.epochs, a.patience)})")
         table, raw = quality_table(models, list(range(a.seeds)), a.epochs, a.patience, a.device, a.amp, threads,
                                    patience_for=patience_for)
         out += ["## Quality on MovieLens-100k\n",
                 f"Leave-one-out by time, full ranking with seen items excluded (and 100 uniformly sampled negatives), "
-                f"histories of at most 50 items, library default configurations, AdamW lr 1e-3, batch 128, early "
-                f"stopping on validation NDCG@10 (patience {a.patience}{''.join(f', {LABELS[k]} {v}' for k, v in patience_for.items())}, "
-                f"at most {a.epochs} epochs); mean ± std over "
+                f"histories of at most 50 items, library default configurations trained by `model.fit(split)` with "
+                f"each model's own training options (last column: `train_defaults`, chosen on the validation split; "
+                f"AdamW, early stopping on validation NDCG@10"
+                f"{'' if a.epochs is None else f', here capped at {a.epochs} epochs'}"
+                f"{'' if a.patience is None else f', patience {a.patience}'}"
+                f"{''.join(f', {LABELS[k]} patience {v}' for k, v in patience_for.items())}); mean ± std over "
                 f"{a.seeds} seed(s). Train s: wall time of training including the per-epoch validation. Peak MB: "
                 f"peak resident memory of the process that trained the model (peak CUDA memory on a GPU).\n",
                 _md(table), ""]

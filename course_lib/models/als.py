@@ -30,7 +30,7 @@ import torch
 
 from ..env import get_device
 from ..prep import Split, interaction_matrix
-from .base import Recommender, configure
+from .base import Recommender
 from .factors import UserFactors, check_fitted, check_history, check_items, long_tensor, score_rows
 
 __all__ = ["check_confidence_weights", "als_half_step", "als_fold_in", "ALSConfig", "ALS"]
@@ -144,8 +144,7 @@ class ALS(Recommender):
 
     name = "ALS"
 
-    def __init__(self, config: ALSConfig | None = None, **overrides):
-        self.config = configure(ALSConfig, config, overrides)
+    config_class = ALSConfig
 
     def fit(self, split: Split, progress: bool = False, track_loss: bool = False, **kwargs) -> "ALS":
         """Alternate the user and item steps on ``split.train`` as 0/1 interactions; returns the model.

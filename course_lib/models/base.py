@@ -102,10 +102,22 @@ def recommend_topk(scores, histories: Sequence[np.ndarray], k: int = 10, exclude
 
 
 class Recommender:
-    """Base class: subclasses set ``n_items`` and implement ``score``."""
+    """Base class: subclasses set ``n_items`` and implement ``fit`` and ``score``.
+
+    A model with hyper-parameters names their dataclass in ``config_class``; this constructor
+    then builds ``self.config`` with :func:`configure`, so ``Model()``, ``Model(config)`` and
+    ``Model(field=value)`` work the same for every model of the course.
+    """
 
     name: str = "recommender"
     n_items: int = 0
+    config_class = None
+
+    def __init__(self, config=None, **overrides):
+        if self.config_class is not None:
+            self.config = configure(self.config_class, config, overrides)
+        elif config is not None or overrides:
+            raise TypeError(f"{type(self).__name__} has no configuration; got {config or overrides}")
 
     def fit(self, split, **kwargs) -> "Recommender":  # pragma: no cover - overridden
         raise NotImplementedError(f"{type(self).__name__} does not implement fit()")

@@ -26,7 +26,7 @@ import torch
 
 from ..env import get_device
 from ..prep import Split
-from .base import Recommender, configure
+from .base import Recommender
 from .factors import UserFactors, check_fitted, check_history, long_tensor, score_rows
 
 __all__ = ["bpr_loss", "BPRConfig", "BPRMF"]
@@ -62,8 +62,7 @@ class BPRMF(Recommender):
 
     name = "BPR-MF"
 
-    def __init__(self, config: BPRConfig | None = None, **overrides):
-        self.config = configure(BPRConfig, config, overrides)
+    config_class = BPRConfig
 
     def fit(self, split: Split, progress: bool = False,
             on_epoch: Callable[["BPRMF", int, float], None] | None = None, **kwargs) -> "BPRMF":

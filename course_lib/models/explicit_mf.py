@@ -29,7 +29,7 @@ import torch
 
 from ..env import get_device
 from ..prep import Split
-from .base import Recommender, configure
+from .base import Recommender
 from .factors import UserFactors, check_fitted, check_history, long_tensor, score_rows
 
 __all__ = ["ExplicitMFConfig", "ExplicitMF"]
@@ -62,8 +62,7 @@ class ExplicitMF(Recommender):
 
     name = "ExplicitMF"
 
-    def __init__(self, config: ExplicitMFConfig | None = None, **overrides):
-        self.config = configure(ExplicitMFConfig, config, overrides)
+    config_class = ExplicitMFConfig
 
     # -- training ---------------------------------------------------------------
     def fit(self, split: Split, progress: bool = False, **kwargs) -> "ExplicitMF":

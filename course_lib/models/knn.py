@@ -237,8 +237,7 @@ class ItemKNN(_ItemNeighbourhood):
 
     name = "ItemKNN"
 
-    def __init__(self, config: KNNConfig | None = None, **overrides):
-        self.config = configure(KNNConfig, config, overrides)
+    config_class = KNNConfig
 
     def fit(self, split, **kwargs) -> "ItemKNN":
         self.n_items = split.n_items

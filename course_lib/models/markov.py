@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..seqdata import transitions
-from .base import Recommender, configure
+from .base import Recommender
 
 
 @dataclass
@@ -68,8 +68,7 @@ class MarkovChain(Recommender):
 
     name = "Markov"
 
-    def __init__(self, config: MarkovConfig | None = None, **overrides):
-        self.config = configure(MarkovConfig, config, overrides)
+    config_class = MarkovConfig
 
     def fit(self, split, **kwargs) -> "MarkovChain":
         """Count the transitions inside each user's training history (``split.training_histories()``)."""

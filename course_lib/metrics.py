@@ -253,9 +253,8 @@ def tie_rank(scores, target, candidates=None, ties: str = "pessimistic") -> np.n
         raise ValueError(f"candidates has shape {cand.shape}, scores {s.shape}")
     rows = np.arange(len(s))
     cand[rows, t] = False
-    st = torch.tensor(s)  # a copy: the caller's array may be read-only
-    ranks = rank_among_candidates(st, st[torch.from_numpy(rows), torch.from_numpy(t)][:, None],
-                                  torch.from_numpy(cand), ties)
+    st = torch.tensor(s)  # copies (torch.tensor, not from_numpy): the caller's arrays may be read-only
+    ranks = rank_among_candidates(st, st[torch.tensor(rows), torch.tensor(t)][:, None], torch.tensor(cand), ties)
     return ranks[:, 0].numpy().astype(float)
 
 

@@ -180,7 +180,7 @@ def main(argv=None) -> int:
         f"Machine: {os.cpu_count()} logical CPUs, {a.threads} torch thread(s); total {time.perf_counter() - t0:.0f} s. "
         "Every number is the best validation NDCG@10 of a run with early stopping (full ranking, seen items "
         "excluded); the test items were not scored.\n",
-        f"## Stage 1: {a.trials} random configurations, seed 0\n", md(s1), "",
+        f"## Stage 1: {len(cands)} configurations ({'the whole grid' if len(cands) == len(grid(SPACES[a.model])) else 'random draws'}), seed 0\n", md(s1), "",
         f"## Stage 2: the top {a.top}, seeds 0-{a.confirm_seeds}\n", md(conf.reset_index()), "",
         f"**Chosen** (best mean validation NDCG@10 with mean training time <= {a.max_seconds:.0f} s): "
         f"trial {winner}: `{json.dumps(cands[winner], sort_keys=True)}`\n",

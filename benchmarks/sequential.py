@@ -350,10 +350,12 @@ def course_hyperparameters(model: str) -> str:
 
     from course_lib.train import TrainConfig
 
-    cfg = asdict(build_model(model, 10, 50).config)
-    t = TrainConfig()
-    cfg.update(optimizer="AdamW", lr=t.lr, batch_size=t.batch_size, weight_decay=t.weight_decay,
-               grad_clip=t.grad_clip, batching=t.batching)
+    m = build_model(model, 10, 50)
+    cfg = asdict(m.config)
+    t = TrainConfig(**m.training_options())
+    cfg.update(optimizer="AdamW", lr=t.lr, batch_size=t.batch_size, epochs=t.epochs, patience=t.patience,
+               schedule=t.schedule, warmup=t.warmup, weight_decay=t.weight_decay, grad_clip=t.grad_clip,
+               batching=t.batching)
     return ", ".join(f"{k}={v}" for k, v in cfg.items())
 
 
@@ -392,12 +394,16 @@ def compare_recbole(a, models: list[str], patience_for: dict, argv) -> int:
     work = Path(tempfile.mkdtemp(prefix="recbole-compare-"))
     inter = export_recbole_atomic(split, work / "data")
     print(f"exported {split} to {inter} (RecBole's runs and logs go beside it)")
-    print(f"RecBole ({python}): {len(models)} models x {len(seeds)} seeds (epochs <= {a.epochs}, "
-          f"patience {a.patience}), {threads} thread(s)")
+    # each side trains with its own recipe: RecBole at most --recbole-epochs epochs (of every prefix of every
+    # history: ~100x the rows of one course epoch), the course with each model's train_defaults unless
+    # --epochs / --patience say otherwise
+    rb_epochs, rb_patience = a.recbole_epochs, a.patience or 5
+    print(f"RecBole ({python}): {len(models)} models x {len(seeds)} seeds (epochs <= {rb_epochs}, "
+          f"patience {rb_patience}), {threads} thread(s)")
     rb_runs, mismatches = [], []
     for m in models:
         for s in seeds:
-            rep = run_recbole(python, work / "data", m, s, a.epochs, patience_for.get(m, a.patience),
+            rep = run_recbole(python, work / "data", m, s, rb_epochs, patience_for.get(m, rb_patience),
                               work / f"{m}-{s}.json", threads)
             bad = test_item_mismatches(course_items, rep.pop("test items"))
             rep.update(course_model=m, test_item_mismatches=len(bad))
@@ -447,7 +453,7 @@ def compare_recbole(a, models: list[str], patience_for: dict, argv) -> int:
                      "train s": _mean_std([x["train s"] for x in r], "{:.1f}"),
                      "hyper-parameters": recbole_hyperparameters(r[0])})
     table = pd.DataFrame(rows)
-    pat = f"patience {a.patience}" + "".join(f", {LABELS[k]} {v}" for k, v in patience_for.items())
+    pat = f"RecBole: patience {rb_patience}" + "".join(f", {LABELS[k]} {v}" for k, v in patience_for.items())
     text = "\n".join([
         "# Sequential recommenders: the course beside RecBole 1.2.1\n",
         f"Machine: {machine()}.  ",
@@ -459,8 +465,10 @@ def compare_recbole(a, models: list[str], patience_for: dict, argv) -> int:
         f"equals the course's for every user in every run: **{n_bad} mismatches**.\n",
         f"NDCG@10 / HR@10: full ranking with each user's earlier items removed from the candidates (the course's "
         f"protocol; for RecBole recomputed from its best checkpoint); RecBole's own evaluation of sequential models "
-        f"keeps seen items as candidates, shown in its own column. Early stopping on validation NDCG@10 ({pat} "
-        f"validations without improvement, RecBole's `stopping_step` one less), at most {a.epochs} epochs; "
+        f"keeps seen items as candidates, shown in its own column. Each side trains with its own recipe and "
+        f"early stopping on validation NDCG@10: RecBole at most {rb_epochs} epochs ({pat} validations without "
+        f"improvement, its `stopping_step` one less), the course with each model's `train_defaults` "
+        f"(hyper-parameters column){'' if a.epochs is None else f', capped at {a.epochs} epochs'}; "
         f"mean ± std over {len(seeds)} seed(s) ({', '.join(map(str, seeds))}), {threads} CPU thread(s) each, "
         f"course on {device}, RecBole on cpu. Each side keeps its own published hyper-parameters (RecBole: "
         "`properties/model/<Model>.yaml` and `overall.yaml` of the installed package; the course: the model's "
@@ -519,6 +527,8 @@ def main(argv=None) -> int:
                    help="instead of the tables: the neural models beside RecBole 1.2.1's on the same split "
                         "(needs make recbole); 1 CPU thread per run unless --threads, course on the CPU unless --device")
     p.add_argument("--recbole-python", default=str(RECBOLE_PYTHON), help="Python of RecBole's environment")
+    p.add_argument("--recbole-epochs", type=int, default=50,
+                   help="RecBole's epoch cap (its epochs cover every prefix of every history: about 100 course epochs)")
     p.add_argument("--recbole-out", default=str(ROOT / "benchmarks" / "results" / "sequential_recbole.md"),
                    help="markdown table of --compare-recbole (raw runs beside it, .json)")
     a = p.parse_args(argv)
@@ -538,8 +548,7 @@ def main(argv=None) -> int:
         p.error("--patience-for takes MODEL=N, e.g. bert4rec=15")
     if set(patience_for) - set(ALL_MODELS):
         p.error(f"--patience-for: unknown model(s) {sorted(set(patience_for) - set(ALL_MODELS))}")
-    if a.compare_recbole:  # both sides get the same budget: one cap and one patience for every model
-        a.epochs, a.patience = a.epochs or 50, a.patience or 5
+    if a.compare_recbole:
         return compare_recbole(a, models, patience_for, argv)
 
     out = [f"# Sequential recommenders benchmark\n",

@@ -16,7 +16,7 @@ JOBS ?= 2
 export PATH := $(BIN):$(PATH)
 export MPLBACKEND := Agg
 
-.PHONY: setup llm data browser-deps test test-unit test-notebooks test-grading test-browser course lab release check-release bench clean recbole
+.PHONY: setup llm data browser-deps test test-unit test-quality test-notebooks test-grading test-browser course lab release check-release bench clean recbole
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,9 @@ test: setup browser-deps
 
 test-unit: setup
 	$(BIN)/python -m pytest -n $(JOBS) -m unit $(PYTEST_ARGS)
+
+test-quality: setup
+	$(BIN)/python -m pytest -m quality $(PYTEST_ARGS)
 
 test-notebooks: setup
 	$(BIN)/python -m pytest -n $(JOBS) -m notebooks $(PYTEST_ARGS)

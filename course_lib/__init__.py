@@ -6,7 +6,7 @@ that trains at full scale, on a CPU or a GPU.
 from .env import environment_report, fast_mode, get_device, on_colab, seed_everything
 from .record import read_records, record, records
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "environment_report", "fast_mode", "get_device", "on_colab", "seed_everything",

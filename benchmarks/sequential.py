@@ -472,7 +472,7 @@ def compare_recbole(a, models: list[str], patience_for: dict, argv) -> int:
         f"mean ± std over {len(seeds)} seed(s) ({', '.join(map(str, seeds))}), {threads} CPU thread(s) each, "
         f"course on {device}, RecBole on cpu. Each side keeps its own published hyper-parameters (RecBole: "
         "`properties/model/<Model>.yaml` and `overall.yaml` of the installed package; the course: the model's "
-        "config and `TrainConfig` defaults). RecBole trains on every prefix of each training history, one target "
+        "config and its `train_defaults`). RecBole trains on every prefix of each training history, one target "
         "per row (`MAX_ITEM_LIST_LENGTH` 50); the course on one row per user per epoch, the user's last 51 "
         "training items (`train.training_sequences`). Train s: training including the per-epoch validation.\n",
         _md(table), "",

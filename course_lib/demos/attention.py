@@ -21,8 +21,6 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..data import item_titles  # noqa: F401  (kept importable here: notebooks before v0.3 call attn_demo.item_titles)
-
 
 def _window(model, history) -> np.ndarray:
     h = np.asarray(history, dtype=np.int64).ravel()

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from course_lib import prep
+from course_lib import data, prep
 from course_lib.demos import attention as demo
 from course_lib.models.bert4rec import BERT4Rec, BERT4RecConfig
 from course_lib.models.sasrec import SASRec, SASRecConfig
@@ -46,14 +46,14 @@ def test_table_and_titles():
     df = pd.DataFrame({"user": [1, 1, 1, 2, 2, 2], "item": [30, 10, 20, 10, 20, 30], "timestamp": range(6)})
     split = prep.leave_one_out(df)
     items = pd.DataFrame({"item": [10, 20, 30], "title": ["Alpha", "Beta", "A very long title indeed"]})
-    titles = demo.item_titles(split, items, width=10)
+    titles = data.item_titles(split, items, width=10)
     assert titles.tolist() == ["[pad]", "Alpha", "Beta", "A very lo…"]
     m = model()
     t = demo.attention_table(m, np.array([1, 2, 3]), titles, position=-1)
     assert list(t.columns) == ["position", "item", "title", "weight"]
     assert t["title"].tolist() == ["Alpha", "Beta", "A very lo…"] and np.isclose(t["weight"].sum(), 1.0)
     with pytest.raises(ValueError, match="title"):
-        demo.item_titles(split, items.rename(columns={"title": "name"}))
+        data.item_titles(split, items.rename(columns={"title": "name"}))
 
 
 def test_plot_and_widget():
